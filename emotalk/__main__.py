@@ -1,0 +1,5 @@
+import sys
+
+from emotalk.cli.main import main
+
+sys.exit(main())

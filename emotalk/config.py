@@ -1,0 +1,240 @@
+"""One config system: YAML files -> typed dataclasses, ``key=value`` overrides, saved into run folders.
+
+A config file names its ``task`` (``landmark``, ``texture``, ``emotion``, ...), which selects the dataclass
+it is read into. A file may start from another with ``_base_: other.yaml`` (path relative to the file)
+and override only what differs. Unknown keys are rejected with their dotted name.
+
+    cfg = load_config("configs/landmark/tiny.yaml", ["optim.lr=1e-3", "train.steps=50"])
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from emotalk.errors import ConfigError
+
+#: task name -> "module:ClassName" of its top-level config dataclass (imported lazily).
+TASKS: dict[str, str] = {
+    "landmark": "emotalk.train.landmark_task:LandmarkTrainConfig",
+    "texture": "emotalk.train.texture_task:TextureTrainConfig",
+    "emotion": "emotalk.eval.emotion_classifier:EmotionTrainConfig",
+    "eval": "emotalk.eval.evaluate:EvalConfig",
+}
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """Find a config by path, or by a short name such as ``landmark/tiny`` in the repo's configs/."""
+    p = Path(name)
+    candidates = [p, CONFIG_DIR / p, CONFIG_DIR / p.with_suffix(".yaml")]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ConfigError(f"config {str(name)!r} not found; pass a YAML path or a name under {CONFIG_DIR} "
+                      f"such as 'landmark/tiny'")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: _base_ chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    merged = _read_yaml(path.parent / base, seen + (path,))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """``["a.b=1", "c=[1, 2]"]`` -> ``{"a": {"b": 1}, "c": [1, 2]}`` (values parsed as YAML)."""
+    tree: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-4)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return tree
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Union or (types.UnionType is not None and isinstance(tp, types.UnionType)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for section {key!r}, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and origin is not None:
+            value = [value] if not isinstance(value, str) or "," not in value else value.split(",")
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (nested) dict; unknown keys are an error naming the key."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(k, list(fields), n=1)
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown config key '{prefix}{k}'{hint}; known keys here: "
+                          f"{', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], prefix + name)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_class(task: str) -> type:
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(sorted(TASKS))}")
+    module, name = TASKS[task].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, task: str | None = None) -> Any:
+    """Read a YAML config (with ``_base_`` inheritance), apply overrides, return the typed dataclass."""
+    p = resolve_config_path(path)
+    data = deep_merge(_read_yaml(p), parse_overrides(overrides))
+    file_task = data.get("task")
+    if task is not None and file_task is not None and file_task != task:
+        raise ConfigError(f"{p}: is a {file_task!r} config, but a {task!r} config is needed here")
+    task = task or file_task
+    if task is None:
+        raise ConfigError(f"{p}: says no 'task:' ({', '.join(sorted(TASKS))})")
+    data["task"] = task
+    return from_dict(config_class(task), data)
+
+
+def config_from_dict(data: dict) -> Any:
+    """Rebuild a config saved by :func:`save_config` (or stored in checkpoint metadata)."""
+    if "task" not in data:
+        raise ConfigError("saved config has no 'task' key")
+    return from_dict(config_class(data["task"]), dict(data))
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(_plain(to_dict(cfg)), sort_keys=False)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    from emotalk.utils.io import atomic_write_text
+
+    atomic_write_text(Path(path), dump_config(cfg))

@@ -1,0 +1,255 @@
+"""The processed-clip format: what preprocessing writes and both generators read.
+
+A processed dataset is a folder::
+
+    <root>/manifest.json                 dataset-wide facts (see DatasetManifest)
+    <root>/clips/<subject>/<clip_id>.npz one file per clip (see Clip), written atomically
+    <root>/subjects/<subject>.npz        the subject's neutral reference (see SubjectReference)
+    <root>/report.jsonl                  preprocessing log: one line per skipped clip with its reason
+
+Canonical space is defined in :mod:`emotalk.data.landmarks` (template centroid at 0, outer eye corners
+one unit apart). Per-frame landmarks are stored *retargeted* onto the canonical template (Das et al.
+2020): ``landmarks[t] = template + (aligned[t] - aligned_neutral)``, so ``landmarks - template`` are the
+speech/emotion displacements independent of the subject's face shape; ``neutral_landmarks`` keeps the
+subject's own similarity-aligned neutral geometry, which is G_L's input graph X.
+
+Every array is a plain numpy array (strings as 0-d unicode arrays), so files load with
+``allow_pickle=False``. Frames are stored as concatenated JPEG bytes plus offsets for random access.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotalk.errors import DataError
+from emotalk.utils.io import atomic_path, atomic_write_json
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Clip:
+    """One processed clip. Shapes: T video frames at ``fps``, W feature frames per window, D feature dims."""
+
+    landmarks: np.ndarray  # (T, 68, 2) float32, canonical space, retargeted onto the template
+    neutral_landmarks: np.ndarray  # (68, 2) float32, the subject's aligned neutral face (canonical space)
+    audio_features: np.ndarray  # (T, W, D) float32, one window centred on each video frame
+    emotion: str  # a name from emotalk.data.emotions.EMOTIONS
+    intensity: int  # 1..3 (MEAD levels; other datasets mapped onto this scale)
+    fps: float
+    subject: str
+    clip_id: str
+    feature_kind: str  # "deepspeech" | "phonemes" | "mel" | ...
+    dataset: str = ""
+    # --- texture (G_T) data, optional for landmark-only datasets ---
+    crop_landmarks: np.ndarray | None = None  # (T, 68, 2) float32, pixels in the face crop
+    frames_jpeg: np.ndarray | None = None  # (N,) uint8: concatenated JPEG files of the crops
+    frames_offsets: np.ndarray | None = None  # (T + 1,) int64 byte offsets into frames_jpeg
+    # --- audio, for evaluation and regeneration ---
+    audio: np.ndarray | None = None  # (S,) int16 mono
+    sample_rate: int = 16000
+    extra: dict = field(default_factory=dict)  # free-form JSON metadata (sentence id, source files, ...)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.landmarks.shape[0])
+
+    @property
+    def has_frames(self) -> bool:
+        return self.frames_jpeg is not None and self.frames_offsets is not None
+
+    def frame(self, t: int) -> np.ndarray:
+        """Decode crop ``t`` as RGB uint8 (S, S, 3)."""
+        import cv2
+
+        if not self.has_frames:
+            raise DataError(f"clip {self.subject}/{self.clip_id} has no frames (landmark-only dataset)")
+        a, b = int(self.frames_offsets[t]), int(self.frames_offsets[t + 1])
+        bgr = cv2.imdecode(self.frames_jpeg[a:b], cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"clip {self.subject}/{self.clip_id}: frame {t} is not a valid JPEG")
+        return bgr[..., ::-1].copy()
+
+    def validate(self, where: str = "") -> None:
+        """Raise DataError naming ``where`` if shapes disagree or values are not finite."""
+        name = where or f"{self.subject}/{self.clip_id}"
+        T = self.landmarks.shape[0] if self.landmarks.ndim == 3 else -1
+        if self.landmarks.ndim != 3 or self.landmarks.shape[1:] != (68, 2):
+            raise DataError(f"{name}: landmarks must have shape (T, 68, 2), got {self.landmarks.shape}")
+        if T < 1:
+            raise DataError(f"{name}: clip has no frames")
+        if self.neutral_landmarks.shape != (68, 2):
+            raise DataError(f"{name}: neutral_landmarks must have shape (68, 2), "
+                            f"got {self.neutral_landmarks.shape}")
+        if self.audio_features.ndim != 3 or self.audio_features.shape[0] != T:
+            raise DataError(f"{name}: audio_features must have shape (T={T}, W, D), "
+                            f"got {self.audio_features.shape} (mismatched lengths)")
+        if self.crop_landmarks is not None and self.crop_landmarks.shape != (T, 68, 2):
+            raise DataError(f"{name}: crop_landmarks must have shape ({T}, 68, 2), "
+                            f"got {self.crop_landmarks.shape} (mismatched lengths)")
+        if self.frames_offsets is not None and self.frames_offsets.shape != (T + 1,):
+            raise DataError(f"{name}: frames_offsets must have {T + 1} entries for {T} frames, "
+                            f"got {self.frames_offsets.shape[0]} (mismatched lengths)")
+        for key in ("landmarks", "neutral_landmarks", "audio_features", "crop_landmarks"):
+            arr = getattr(self, key)
+            if arr is not None and not np.isfinite(arr).all():
+                raise DataError(f"{name}: {key} contains NaN or infinite values")
+        if not (self.fps > 0):
+            raise DataError(f"{name}: fps must be positive, got {self.fps}")
+
+
+_ARRAYS = ("landmarks", "neutral_landmarks", "audio_features", "crop_landmarks", "frames_jpeg",
+           "frames_offsets", "audio")
+_SCALARS = ("emotion", "intensity", "fps", "subject", "clip_id", "feature_kind", "dataset", "sample_rate")
+
+
+def encode_frames(frames, quality: int = 92) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 frames -> (concatenated JPEG bytes, offsets)."""
+    import cv2
+
+    chunks, offsets = [], [0]
+    for f in frames:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(f)[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise DataError("could not JPEG-encode a frame")
+        chunks.append(buf.reshape(-1))
+        offsets.append(offsets[-1] + buf.size)
+    data = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
+    return data.astype(np.uint8), np.asarray(offsets, dtype=np.int64)
+
+
+def save_clip(clip: Clip, path: str | Path) -> None:
+    clip.validate(str(path))
+    payload: dict[str, Any] = {"format_version": np.array(FORMAT_VERSION)}
+    for k in _ARRAYS:
+        v = getattr(clip, k)
+        if v is not None:
+            payload[k] = np.asarray(v)
+    for k in _SCALARS:
+        payload[k] = np.array(getattr(clip, k))
+    payload["extra_json"] = np.array(json.dumps(clip.extra))
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **payload)
+
+
+def load_clip(path: str | Path, validate: bool = True) -> Clip:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: clip file not found") from None
+    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError ...
+        raise DataError(f"{path}: not a readable processed clip ({type(e).__name__}: {e}); "
+                        f"delete it and re-run preprocessing") from None
+    missing = [k for k in ("landmarks", "neutral_landmarks", "audio_features", "emotion", "fps")
+               if k not in data]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}; re-run preprocessing for this clip")
+    kwargs: dict[str, Any] = {}
+    for k in _ARRAYS:
+        if k in data:
+            kwargs[k] = data[k]
+    for k in _SCALARS:
+        if k in data:
+            v = data[k].item()
+            kwargs[k] = v
+    kwargs.setdefault("subject", path.parent.name)
+    kwargs.setdefault("clip_id", path.stem)
+    kwargs.setdefault("feature_kind", "unknown")
+    kwargs.setdefault("intensity", 1)
+    kwargs["extra"] = json.loads(data["extra_json"].item()) if "extra_json" in data else {}
+    for k in ("landmarks", "neutral_landmarks", "audio_features", "crop_landmarks"):
+        if k in kwargs:
+            kwargs[k] = kwargs[k].astype(np.float32, copy=False)
+    clip = Clip(**kwargs)
+    if validate:
+        clip.validate(str(path))
+    return clip
+
+
+@dataclass
+class SubjectReference:
+    """A subject's neutral reference frame, used as G_T's identity image."""
+
+    subject: str
+    image: np.ndarray  # (S, S, 3) uint8 face crop, neutral expression, closed mouth if possible
+    crop_landmarks: np.ndarray  # (68, 2) float32, pixels in the crop
+    neutral_landmarks: np.ndarray  # (68, 2) float32, canonical space (similarity-aligned)
+
+
+def save_subject(ref: SubjectReference, path: str | Path) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, subject=np.array(ref.subject), image=ref.image.astype(np.uint8),
+                     crop_landmarks=ref.crop_landmarks.astype(np.float32),
+                     neutral_landmarks=ref.neutral_landmarks.astype(np.float32))
+
+
+def load_subject(path: str | Path) -> SubjectReference:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return SubjectReference(subject=str(z["subject"].item()), image=z["image"],
+                                    crop_landmarks=z["crop_landmarks"].astype(np.float32),
+                                    neutral_landmarks=z["neutral_landmarks"].astype(np.float32))
+    except FileNotFoundError:
+        raise DataError(f"{path}: subject reference not found; re-run preprocessing") from None
+    except Exception as e:
+        raise DataError(f"{path}: not a readable subject reference ({type(e).__name__}: {e})") from None
+
+
+@dataclass
+class DatasetManifest:
+    """``manifest.json`` of a processed dataset."""
+
+    feature_kind: str
+    feature_dim: int  # D
+    window: int  # W
+    fps: float = 30.0
+    crop_size: int = 256
+    source: str = ""  # mead | crema-d | ravdess | mead-mini | toy
+    emotions: list[str] = field(default_factory=list)
+    intensity_levels: int = 3
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def save(self, root: str | Path) -> None:
+        atomic_write_json(Path(root) / "manifest.json", dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, root: str | Path) -> "DatasetManifest":
+        path = Path(root) / "manifest.json"
+        if not path.is_file():
+            raise DataError(f"{path} not found: {root} is not a processed dataset; create one with "
+                            f"'emotalk preprocess'")
+        try:
+            data = json.loads(path.read_text())
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (json.JSONDecodeError, TypeError) as e:
+            raise DataError(f"{path}: unreadable manifest ({e}); re-run preprocessing") from None
+
+
+def clip_path(root: str | Path, subject: str, clip_id: str) -> Path:
+    return Path(root) / "clips" / subject / f"{clip_id}.npz"
+
+
+def subject_path(root: str | Path, subject: str) -> Path:
+    return Path(root) / "subjects" / f"{subject}.npz"
+
+
+def list_clips(root: str | Path, subjects: list[str] | None = None) -> list[Path]:
+    clips_dir = Path(root) / "clips"
+    paths = sorted(clips_dir.glob("*/*.npz"))
+    if subjects:
+        wanted = set(subjects)
+        paths = [p for p in paths if p.parent.name in wanted]
+    return paths

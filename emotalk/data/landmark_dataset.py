@@ -1,0 +1,93 @@
+"""Frame-level dataset for G_L over a folder of processed clips.
+
+Each item is one video frame ``t`` of one clip::
+
+    audio    (W, D)     speech-feature window centred on the frame
+    emotion  (E + I,)   emotion control vector (one-hot emotion | one-hot intensity)
+    neutral  (68, 2)    the input graph X: the subject's aligned neutral face (or the template)
+    target   (68, 2)    ground truth X^ = X + (landmarks[t] - template)
+
+All clips are loaded into memory once (landmarks and features are small).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from emotalk.data.clip import Clip, DatasetManifest, list_clips, load_clip
+from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, emotion_vector
+from emotalk.data.landmarks import canonical_template
+from emotalk.errors import DataError
+
+
+def load_clips(root: str | Path, subjects: Sequence[str] | None = None, max_clips: int = 0) -> list[Clip]:
+    root = Path(root)
+    paths = list_clips(root, list(subjects) if subjects is not None else None)
+    if subjects is not None and not subjects:
+        return []
+    if not paths:
+        raise DataError(f"{root}: no processed clips found under {root / 'clips'}; run 'emotalk preprocess' "
+                        f"first (or check data.root)")
+    if max_clips:
+        paths = paths[:max_clips]
+    return [load_clip(p) for p in paths]
+
+
+def dataset_subjects(root: str | Path) -> list[str]:
+    clips_dir = Path(root) / "clips"
+    if not clips_dir.is_dir():
+        raise DataError(f"{root}: not a processed dataset (no clips/ folder); run 'emotalk preprocess' first")
+    subjects = sorted(p.name for p in clips_dir.iterdir() if p.is_dir() and any(p.glob("*.npz")))
+    if not subjects:
+        raise DataError(f"{root}: the dataset has no clips; run 'emotalk preprocess' first")
+    return subjects
+
+
+class LandmarkFrameDataset(Dataset):
+    def __init__(self, clips: Sequence[Clip], emotions: Sequence[str] = EMOTIONS,
+                 intensity_levels: int = INTENSITY_LEVELS, graph_input: str = "subject"):
+        if graph_input not in ("subject", "template"):
+            raise DataError(f"graph_input must be 'subject' or 'template', got {graph_input!r}")
+        template = canonical_template()
+        audio, emo, neutral, target, index = [], [], [], [], []
+        dims = set()
+        for ci, c in enumerate(clips):
+            if c.emotion not in emotions:
+                continue  # e.g. the paper's 6-emotion setting skips neutral/contempt clips
+            dims.add(c.audio_features.shape[1:])
+            x = template if graph_input == "template" else c.neutral_landmarks
+            level = min(max(int(c.intensity), 1), intensity_levels)
+            vec = emotion_vector(c.emotion, level, emotions, intensity_levels)
+            audio.append(c.audio_features.astype(np.float32))
+            emo.append(np.repeat(vec[None], c.num_frames, 0))
+            neutral.append(np.repeat(x[None].astype(np.float32), c.num_frames, 0))
+            target.append((x[None] + (c.landmarks - template[None])).astype(np.float32))
+            index.append(np.stack([np.full(c.num_frames, ci), np.arange(c.num_frames)], 1))
+        if len(dims) > 1:
+            raise DataError(f"clips have different feature window shapes {sorted(dims)}; preprocess every "
+                            f"clip with the same feature backend")
+        empty = lambda *s: np.zeros((0, *s), np.float32)  # noqa: E731
+        self.audio = torch.from_numpy(np.concatenate(audio)) if audio else torch.from_numpy(empty(1, 1))
+        self.emotion = torch.from_numpy(np.concatenate(emo)) if emo else torch.from_numpy(empty(1))
+        self.neutral = torch.from_numpy(np.concatenate(neutral)) if neutral else torch.from_numpy(empty(68, 2))
+        self.target = torch.from_numpy(np.concatenate(target)) if target else torch.from_numpy(empty(68, 2))
+        self.index = np.concatenate(index) if index else np.zeros((0, 2), np.int64)
+        self.window, self.feature_dim = (next(iter(dims)) if dims else (0, 0))
+
+    def __len__(self) -> int:
+        return int(self.audio.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"audio": self.audio[i], "emotion": self.emotion[i], "neutral": self.neutral[i],
+                "target": self.target[i]}
+
+
+def manifest_or_none(root: str | Path) -> DatasetManifest | None:
+    try:
+        return DatasetManifest.load(root)
+    except DataError:
+        return None
