@@ -1,0 +1,147 @@
+"""Landmark quality: M-LD, M-LVD (mouth points 48-67) and F-LD, F-LVD (all 68 points).
+
+Landmarks are detected with dlib (HOG detector + 68-point predictor, :mod:`emotalk.data.face_detect`) on
+the generated and the ground-truth frames, unless the sample already carries them. As in the common
+reference implementation (the ``LMDMeter`` of AD-NeRF/RAD-NeRF-style evaluation code), each frame's points
+are *centred*: the mean of the points used (mouth points for M-*, all 68 for F-*) is subtracted, so a
+global shift of the face does not count.
+
+- LD  (landmark distance) = mean over frames and points of ``|| p_gen - p_gt ||`` (pixels).
+- LVD (landmark velocity difference, Ji et al. 2021 / EVP) = mean over consecutive frame pairs and
+  points of ``|| (p_gen[t+1] - p_gen[t]) - (p_gt[t+1] - p_gt[t]) ||`` on the same centred points.
+
+F-LVD uses all 68 points (one public implementation evaluates mouth points there by mistake).
+Frames where dlib finds no face on either side are skipped (counted in ``details``). The dataset value is
+the mean over all frames (pairs) of all videos, as the reference meters accumulate it. Distances are in
+pixels of the frames given, so compare numbers only at the same frame size.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from emotalk.data.landmarks import MOUTH, NUM_LANDMARKS
+from emotalk.eval.metrics.base import MetricOptions, MetricResult, VideoSample, register_metric
+
+FACE = tuple(range(NUM_LANDMARKS))
+
+
+def detect_faces_video(frames: np.ndarray, upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """dlib on every frame: ((T, 68, 2) landmarks, (T, 4) boxes left/top/right/bottom), float32 pixels,
+    NaN rows where no face is found. The largest face is kept; when detection fails on a frame, the
+    landmarks are fitted inside the previous frame's box (the box is then reported as missing)."""
+    from emotalk.data.face_detect import DlibLandmarker
+
+    lm = DlibLandmarker(upsample=upsample)
+    lms = np.full((len(frames), NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
+    boxes = np.full((len(frames), 4), np.nan, dtype=np.float32)
+    box = None
+    for t, frame in enumerate(frames):
+        faces = lm.detect_faces(frame)
+        if faces:
+            face = max(faces, key=lambda f: f.size)
+            boxes[t] = face.box
+        elif box is not None:
+            face = lm.fit(frame, box)
+        else:
+            continue
+        box = face.box
+        lms[t] = face.landmarks
+    return lms, boxes
+
+
+def detect_landmarks(frames: np.ndarray, upsample: int = 1) -> np.ndarray:
+    """(T, 68, 2) float32 dlib landmarks (see :func:`detect_faces_video`)."""
+    return detect_faces_video(frames, upsample)[0]
+
+
+def sample_landmarks(sample: VideoSample, which: str, opts: MetricOptions) -> np.ndarray:
+    """Landmarks of ``sample.generated`` or ``sample.ground_truth`` (given, or detected once and cached)."""
+    attr = f"{which}_landmarks"
+    given = getattr(sample, attr)
+    if given is not None:
+        return np.asarray(given, dtype=np.float64)
+    frames = getattr(sample, which)
+    if frames is None:
+        from emotalk.errors import DataError
+
+        raise DataError(f"{sample.name or 'sample'}: no {which.replace('_', '-')} frames to find landmarks in")
+    lms, boxes = detect_faces_video(frames, opts.landmark_upsample)
+    setattr(sample, attr, lms)
+    sample.cache[f"boxes/{which}"] = boxes
+    return lms
+
+
+def sample_boxes(sample: VideoSample, which: str, opts: MetricOptions) -> np.ndarray:
+    """(T, 4) face boxes: dlib's detections when this module detected the landmarks, otherwise the
+    bounding boxes of the given landmarks."""
+    key = f"boxes/{which}"
+    if key not in sample.cache:
+        lms = sample_landmarks(sample, which, opts)
+        if key not in sample.cache:
+            sample.cache[key] = np.concatenate([np.min(lms, axis=1), np.max(lms, axis=1)], axis=1)
+    return sample.cache[key]
+
+
+def _centred(lms: np.ndarray, points: Sequence[int]) -> np.ndarray:
+    p = np.asarray(lms, dtype=np.float64)[:, list(points)]
+    return p - p.mean(axis=1, keepdims=True)
+
+
+def landmark_distance(gen: np.ndarray, gt: np.ndarray, points: Sequence[int] = FACE) -> np.ndarray:
+    """Per-frame LD ``(T,)`` between (T, 68, 2) landmark sequences (NaN where either is missing)."""
+    n = min(len(gen), len(gt))
+    a, b = _centred(gen[:n], points), _centred(gt[:n], points)
+    return np.linalg.norm(a - b, axis=-1).mean(axis=-1)
+
+
+def landmark_velocity_difference(gen: np.ndarray, gt: np.ndarray, points: Sequence[int] = FACE) -> np.ndarray:
+    """Per-frame-pair LVD ``(T - 1,)`` (NaN where any of the four frames is missing)."""
+    n = min(len(gen), len(gt))
+    a, b = _centred(gen[:n], points), _centred(gt[:n], points)
+    va, vb = np.diff(a, axis=0), np.diff(b, axis=0)
+    return np.linalg.norm(va - vb, axis=-1).mean(axis=-1)
+
+
+def _pooled(samples: Sequence[VideoSample], opts: MetricOptions, fn, points, display: str) -> MetricResult:
+    values, per_video, skipped = [], {}, 0
+    for i, s in enumerate(samples):
+        gen = sample_landmarks(s, "generated", opts)
+        gt = sample_landmarks(s, "ground_truth", opts)
+        v = fn(gen, gt, points)
+        ok = np.isfinite(v)
+        skipped += int((~ok).sum())
+        values.append(v[ok])
+        per_video[s.name or str(i)] = float(v[ok].mean()) if ok.any() else None
+    allv = np.concatenate(values) if values else np.zeros(0)
+    value = float(allv.mean()) if allv.size else float("nan")
+    return MetricResult(display, value, {"per_video": per_video, "frames": int(allv.size),
+                                         "skipped_frames": skipped})
+
+
+_NEEDS = ("generated", "ground_truth")
+
+
+@register_metric("m_ld", display="M-LD", needs=_NEEDS, higher_is_better=False)
+def m_ld(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricResult:
+    """Mouth landmark distance (points 48-67, centred per frame), pixels."""
+    return _pooled(samples, opts, landmark_distance, MOUTH, "M-LD")
+
+
+@register_metric("m_lvd", display="M-LVD", needs=_NEEDS, higher_is_better=False)
+def m_lvd(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricResult:
+    """Mouth landmark velocity difference (points 48-67), pixels per frame."""
+    return _pooled(samples, opts, landmark_velocity_difference, MOUTH, "M-LVD")
+
+
+@register_metric("f_ld", display="F-LD", needs=_NEEDS, higher_is_better=False)
+def f_ld(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricResult:
+    """Face landmark distance (all 68 points, centred per frame), pixels."""
+    return _pooled(samples, opts, landmark_distance, FACE, "F-LD")
+
+
+@register_metric("f_lvd", display="F-LVD", needs=_NEEDS, higher_is_better=False)
+def f_lvd(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricResult:
+    """Face landmark velocity difference (all 68 points), pixels per frame."""
+    return _pooled(samples, opts, landmark_velocity_difference, FACE, "F-LVD")
