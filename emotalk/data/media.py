@@ -140,7 +140,8 @@ def read_video(path: str | Path, fps: float | None = None) -> np.ndarray:
 
 
 class VideoWriter:
-    """Stream RGB frames to an H.264 (yuv420p) mp4; ``audio`` (a file path) is muxed as AAC.
+    """Stream RGB frames to an H.264 (yuv420p) mp4; ``audio`` (a file path) is muxed as AAC, padded with
+    silence or cut to the video's exact length (frames / fps).
 
     Memory stays flat: frames go straight into ffmpeg's stdin. The output is written to a temp file
     beside ``path`` and renamed into place by :meth:`close`; :meth:`abort` (or an exception inside a
@@ -164,21 +165,32 @@ class VideoWriter:
         if not os.access(parent, os.W_OK):
             raise InputError(f"cannot write {self.path}: directory {parent} is not writable")
         self._tmp = parent / f".{self.path.stem}.partial{os.getpid()}.mp4"
+        self._video_tmp = parent / f".{self.path.stem}.video{os.getpid()}.mp4"
 
     def _start(self, w: int, h: int) -> None:
         if w % 2 or h % 2:
             raise InputError(f"video size must be even for H.264, got {w}x{h}")
+        # video only here; the audio is muxed in close(), cut to exactly the video's length
+        target = self._video_tmp if self.audio is not None else self._tmp
         cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{w}x{h}", "-r", str(self.fps), "-i", "-"]
-        if self.audio is not None:
-            cmd += ["-i", str(self.audio)]
-        cmd += ["-map", "0:v:0"]
-        if self.audio is not None:
-            cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-shortest"]
-        cmd += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
-                "-movflags", "+faststart", str(self._tmp)]
+               "-s", f"{w}x{h}", "-r", str(self.fps), "-i", "-", "-an",
+               "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
+               "-movflags", "+faststart", str(target)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.size = (w, h)
+
+    def _mux_audio(self) -> None:
+        """Add the audio track (AAC), padded with silence or cut so it lasts exactly as long as the video."""
+        duration = self.frames_written / float(self.fps)
+        cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(self._video_tmp), "-i", str(self.audio),
+               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", "-c:a", "aac", "-b:a", "128k",
+               "-t", f"{duration:.6f}", "-movflags", "+faststart", str(self._tmp)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._video_tmp.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            self._tmp.unlink(missing_ok=True)
+            err = proc.stderr.decode(errors="replace").strip()
+            raise DataError(f"{self.path}: cannot add the audio track from {self.audio} ({err[-300:]})")
 
     def write(self, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
@@ -211,7 +223,10 @@ class VideoWriter:
         self._proc = None
         if code != 0:
             self._tmp.unlink(missing_ok=True)
+            self._video_tmp.unlink(missing_ok=True)
             raise DataError(f"{self.path}: ffmpeg failed ({err.strip()[-300:]})")
+        if self.audio is not None:
+            self._mux_audio()
         os.replace(self._tmp, self.path)
         return self.path
 
@@ -225,6 +240,7 @@ class VideoWriter:
             self._proc.wait()
             self._proc = None
         self._tmp.unlink(missing_ok=True)
+        self._video_tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoWriter":
         return self
