@@ -1,0 +1,441 @@
+"""Per-clip 68-point landmark tracking: detect once, fit per frame, re-detect only when tracking is lost.
+
+Backends (``make_landmarker(name)``) share the :class:`emotalk.data.face_detect.DlibLandmarker`
+interface — ``detect_faces(image) -> [Face]`` and ``fit(image, box) -> Face``:
+
+* ``dlib`` (default, offline): HOG detector + the 68-point shape predictor from
+  ``face-recognition-models``.
+* ``face_alignment``: the FAN 2D landmark network of the ``face-alignment`` package (Bulat & Tzimiropoulos
+  2017) — used only from a *local* weights file, never downloaded: ``2DFAN4-11f355bf06.pth.tar`` given
+  by ``--face-alignment-weights`` / ``EMOTALK_FACE_ALIGNMENT_WEIGHTS``, or already in torch hub's
+  checkpoint folder (``~/.cache/torch/hub/checkpoints/``). Face boxes come from dlib's HOG detector, so
+  no second (S3FD) weights file is needed.
+
+:func:`track_landmarks` runs over a clip's frames (grayscale or RGB): the largest face is detected on
+the first frame (on a downscaled copy for speed); each next frame is fitted in a box predicted from the
+previous frame's landmarks (with the detector's box convention, which the shape predictor expects).
+Tracking counts as *lost* when the fitted face leaves the frame, jumps or changes scale abruptly, or its
+appearance (a small grey patch warped to the canonical face) stops matching the previous frame — then
+the detector runs again. Frames where no face can be found are filled by interpolation and reported;
+too many of them raise :class:`NoFaceError`. Finally the landmark trajectories are smoothed in time
+(Savitzky-Golay by default, or a one-euro filter).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emotalk.data.face_detect import DlibLandmarker, Face
+from emotalk.errors import DependencyError, InputError, MissingWeightsError, NoFaceError
+
+FAN_WEIGHTS_FILE = "2DFAN4-11f355bf06.pth.tar"
+FAN_WEIGHTS_ENV = "EMOTALK_FACE_ALIGNMENT_WEIGHTS"
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 2:
+        return np.ascontiguousarray(img, dtype=np.uint8)
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(img[..., :3], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+# ==================================================================================================
+# face_alignment (FAN) backend
+# ==================================================================================================
+def fan_weights_candidates(weights: str | Path | None = None) -> list[Path]:
+    out = []
+    if weights:
+        p = Path(weights).expanduser()
+        out.append(p / FAN_WEIGHTS_FILE if p.is_dir() else p)
+        return out
+    env = os.environ.get(FAN_WEIGHTS_ENV)
+    if env:
+        p = Path(env).expanduser()
+        out.append(p / FAN_WEIGHTS_FILE if p.is_dir() else p)
+    try:
+        import torch.hub
+
+        out.append(Path(torch.hub.get_dir()) / "checkpoints" / FAN_WEIGHTS_FILE)
+    except Exception:  # pragma: no cover - torch always importable here
+        pass
+    return out
+
+
+def find_fan_weights(weights: str | Path | None = None) -> Path:
+    """The local FAN weights file, or :class:`MissingWeightsError` naming it and how to supply it."""
+    cands = fan_weights_candidates(weights)
+    for c in cands:
+        if c.is_file():
+            return c
+    looked = ", ".join(str(c) for c in cands) or "(nowhere)"
+    raise MissingWeightsError(
+        f"the face_alignment landmark backend needs the FAN weights file {FAN_WEIGHTS_FILE} "
+        f"(2D-FAN-4, from https://www.adrianbulat.com/downloads/python-fan/{FAN_WEIGHTS_FILE}), which is "
+        f"not downloaded at run time; looked in: {looked}. Copy it there, or pass "
+        f"--face-alignment-weights PATH (or set {FAN_WEIGHTS_ENV}=PATH), or use --detector dlib")
+
+
+class FaceAlignmentLandmarker:
+    """FAN 68-point landmarks (``face-alignment`` package) inside dlib HOG face boxes; CPU or CUDA."""
+
+    name = "face_alignment"
+
+    def __init__(self, weights: str | Path | None = None, device: str | None = None, upsample: int = 1,
+                 flip_input: bool = True):
+        self.flip_input = flip_input
+        path = find_fan_weights(weights)
+        try:
+            import torch
+            from face_alignment.models import FAN
+            from face_alignment import utils as fa_utils
+        except ImportError as e:
+            raise DependencyError(f"the face_alignment backend needs the face-alignment package ({e}); "
+                                  f"run: pip install face-alignment") from None
+        self._torch, self._fa = torch, fa_utils
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise MissingWeightsError(f"{path}: not a readable FAN weights file ({type(e).__name__}: {e}); "
+                                      f"supply {FAN_WEIGHTS_FILE}") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        modules = sorted({int(k.split(".")[0][1:]) for k in state if k.startswith("m") and k.split(".")[0][1:].isdigit()})
+        net = FAN(len(modules) or 4)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise MissingWeightsError(f"{path}: weights do not fit the FAN network ({str(e).splitlines()[0]}); "
+                                      f"supply {FAN_WEIGHTS_FILE}") from None
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.net = net.to(self.device).eval()
+        self.weights_path = path
+        self._dlib = DlibLandmarker(upsample=upsample)
+
+    def detect_boxes(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        return [f.box for f in self._dlib.detect_faces(image)]
+
+    def detect_faces(self, image: np.ndarray) -> list[Face]:
+        return [self.fit(image, b) for b in self.detect_boxes(image)]
+
+    def fit(self, image: np.ndarray, box) -> Face:
+        torch, U = self._torch, self._fa
+        img = np.asarray(image)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        l, t, r, b = [float(v) for v in box]
+        center = np.array([(l + r) / 2.0, (t + b) / 2.0])
+        center[1] -= (b - t) * U.CENTER_Y_OFFSET
+        scale = ((r - l) + (b - t)) / U.REFERENCE_SCALE
+        crop = U.crop(np.ascontiguousarray(img[..., :3], dtype=np.uint8), center, scale)
+        inp = torch.from_numpy(crop.transpose(2, 0, 1).astype(np.float32) / 255.0)[None].to(self.device)
+        with torch.no_grad():
+            out = self.net(inp)
+            if isinstance(out, (list, tuple)):
+                out = out[-1]
+            if self.flip_input:
+                flipped = self.net(U.flip(inp))
+                if isinstance(flipped, (list, tuple)):
+                    flipped = flipped[-1]
+                out = out + U.flip(flipped, is_label=True)
+        pts = decode_heatmaps(out[0].float().cpu().numpy(), center, scale)
+        return Face((l, t, r, b), pts)
+
+    def largest_face(self, image: np.ndarray) -> Face:
+        faces = self.detect_faces(image)
+        if not faces:
+            raise NoFaceError("no face found in the image; use a frontal photo where the face is clearly visible")
+        return max(faces, key=lambda f: f.size)
+
+
+def decode_heatmaps(hm: np.ndarray, center: np.ndarray, scale: float, reference: float = 200.0) -> np.ndarray:
+    """FAN heatmaps ``(68, H, W)`` -> image points ``(68, 2)``: arg-max with face_alignment's quarter-pixel
+    refinement towards the higher neighbour, mapped back through the crop's centre/scale (kept sub-pixel;
+    plain numpy, so no numba compilation)."""
+    n, h, w = hm.shape
+    flat = hm.reshape(n, -1).argmax(1)
+    py, px = flat // w, flat % w
+    x, y = px.astype(np.float64), py.astype(np.float64)
+    inner = (px > 0) & (px < w - 1) & (py > 0) & (py < h - 1)
+    i = np.flatnonzero(inner)
+    x[i] += 0.25 * np.sign(hm[i, py[i], px[i] + 1] - hm[i, py[i], px[i] - 1])
+    y[i] += 0.25 * np.sign(hm[i, py[i] + 1, px[i]] - hm[i, py[i] - 1, px[i]])
+    x, y = x + 0.5, y + 0.5  # face_alignment: 1-based peak - 0.5
+    size = reference * scale
+    return np.stack([x * size / w + center[0] - size / 2, y * size / h + center[1] - size / 2], 1).astype(np.float32)
+
+
+LANDMARKERS = ("dlib", "face_alignment")
+
+
+def make_landmarker(name: str = "dlib", weights: str | Path | None = None, device: str | None = None,
+                    upsample: int = 1):
+    """``dlib`` or ``face_alignment`` (local FAN weights only; see module docstring)."""
+    key = name.strip().lower().replace("-", "_")
+    if key == "dlib":
+        return DlibLandmarker(upsample=upsample)
+    if key in ("face_alignment", "fan"):
+        return FaceAlignmentLandmarker(weights=weights, device=device, upsample=upsample)
+    raise InputError(f"unknown landmark detector {name!r}; choose one of: {', '.join(LANDMARKERS)}")
+
+
+# ==================================================================================================
+# detection helpers
+# ==================================================================================================
+def detect_largest(landmarker, image: np.ndarray, max_side: int = 640) -> Face | None:
+    """Largest face (landmarks fitted at full resolution), detecting on a copy downscaled to ``max_side``."""
+    import cv2
+
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    s = min(1.0, float(max_side) / max(h, w)) if max_side else 1.0
+    small = img if s >= 1.0 else cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
+                                            interpolation=cv2.INTER_AREA)
+    if hasattr(landmarker, "detect_boxes"):
+        boxes = list(landmarker.detect_boxes(small))
+    else:
+        boxes = [f.box for f in landmarker.detect_faces(small)]
+    if not boxes:
+        return None
+    best = max(boxes, key=lambda b: max(b[2] - b[0], b[3] - b[1]))
+    return landmarker.fit(image, tuple(v / s for v in best))
+
+
+# ==================================================================================================
+# tracking
+# ==================================================================================================
+_PATCH_IDX = list(range(17, 68))  # brows, nose, eyes, mouth: the patch follows the inner face
+
+
+def _patch(gray: np.ndarray, pts: np.ndarray, size: int = 32) -> np.ndarray:
+    """A ``size``² grey patch of the face, warped so the inner landmarks sit on the canonical template."""
+    from emotalk.data.alignment import STABLE_POINTS, similarity_fit, warp_image
+    from emotalk.data.landmarks import canonical_template
+
+    tpl = canonical_template().astype(np.float64)
+    dst = tpl * (size * 0.55) + np.array([size / 2.0, size * 0.45])
+    idx = list(STABLE_POINTS)
+    m = similarity_fit(pts[idx].astype(np.float64), dst[idx])
+    p = warp_image(gray, m, size).astype(np.float32)
+    p -= p.mean()
+    n = np.linalg.norm(p)
+    return p / n if n > 1e-6 else p
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum())
+
+
+@dataclass
+class _BoxModel:
+    """The detector box expressed relative to the landmarks (centre offset and size in units of the
+    landmark spread), so later boxes predicted from landmarks keep the detector's convention."""
+
+    dx: float
+    dy: float
+    half_w: float
+    half_h: float
+
+    @staticmethod
+    def _frame(pts: np.ndarray) -> tuple[np.ndarray, float]:
+        c = pts.mean(0)
+        s = float(np.sqrt(((pts - c) ** 2).sum(1).mean()))
+        return c, max(s, 1e-6)
+
+    @classmethod
+    def from_face(cls, face: Face) -> "_BoxModel":
+        c, s = cls._frame(face.landmarks)
+        l, t, r, b = face.box
+        return cls(((l + r) / 2 - c[0]) / s, ((t + b) / 2 - c[1]) / s, (r - l) / 2 / s, (b - t) / 2 / s)
+
+    def box(self, pts: np.ndarray) -> tuple[float, float, float, float]:
+        c, s = self._frame(pts)
+        cx, cy = c[0] + self.dx * s, c[1] + self.dy * s
+        return (cx - self.half_w * s, cy - self.half_h * s, cx + self.half_w * s, cy + self.half_h * s)
+
+
+@dataclass
+class TrackResult:
+    landmarks: np.ndarray  # (T, 68, 2) float32 image pixels, smoothed, gaps interpolated
+    raw: np.ndarray  # (T, 68, 2) float32 before smoothing (NaN where no face)
+    found: np.ndarray  # (T,) bool: a face was fitted in this frame
+    detections: int  # detector runs (1 = detected once and tracked throughout)
+    redetect_frames: list[int] = field(default_factory=list)  # frames where tracking was lost
+
+    @property
+    def missing(self) -> int:
+        return int((~self.found).sum())
+
+
+@dataclass
+class TrackerOptions:
+    detect_max_side: int = 640  # detection runs on a copy downscaled to this size
+    min_patch_similarity: float = 0.5  # NCC of the face patch vs. the previous frame below this: lost
+    max_scale_change: float = 0.25  # frame-to-frame change in face size above this: lost
+    max_jump: float = 0.5  # centre jump above this fraction of the face size: lost
+    max_missing_fraction: float = 0.25  # more frames without a face than this: NoFaceError
+    smoothing: str = "savgol"  # savgol | one_euro | none
+    smooth_window: int = 5  # Savitzky-Golay window (odd, frames)
+    smooth_order: int = 2
+    one_euro_min_cutoff: float = 1.7  # Hz
+    one_euro_beta: float = 0.3  # per pixel/s: less lag while the face moves
+
+
+class LandmarkTracker:
+    """Stateful tracker over the frames of one clip; ``update(frame)`` per frame, then ``finish()``."""
+
+    def __init__(self, landmarker=None, options: TrackerOptions | None = None, fps: float = 30.0):
+        self.lm = landmarker if landmarker is not None else DlibLandmarker()
+        self.opt = options or TrackerOptions()
+        self.fps = fps
+        self._raw: list[np.ndarray | None] = []
+        self._prev: np.ndarray | None = None
+        self._prev_patch: np.ndarray | None = None
+        self._box_model: _BoxModel | None = None
+        self.detections = 0
+        self.redetect_frames: list[int] = []
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._raw)
+
+    def _detect(self, gray: np.ndarray) -> np.ndarray | None:
+        self.detections += 1
+        face = detect_largest(self.lm, gray, self.opt.detect_max_side)
+        if face is None:
+            return None
+        self._box_model = _BoxModel.from_face(face)
+        return face.landmarks.astype(np.float32)
+
+    def _lost(self, gray: np.ndarray, pts: np.ndarray, patch: np.ndarray) -> bool:
+        h, w = gray.shape[:2]
+        c = pts.mean(0)
+        if not (0 <= c[0] < w and 0 <= c[1] < h) or not np.isfinite(pts).all():
+            return True
+        prev = self._prev
+        spread = float(np.sqrt(((pts - c) ** 2).sum(1).mean()))
+        pc = prev.mean(0)
+        pspread = float(np.sqrt(((prev - pc) ** 2).sum(1).mean()))
+        if abs(spread / max(pspread, 1e-6) - 1.0) > self.opt.max_scale_change:
+            return True
+        if np.linalg.norm(c - pc) > self.opt.max_jump * 2.5 * pspread:
+            return True
+        return _ncc(patch, self._prev_patch) < self.opt.min_patch_similarity
+
+    def update(self, frame: np.ndarray) -> np.ndarray | None:
+        gray = _gray(frame)
+        t = len(self._raw)
+        pts = None
+        if self._prev is not None and self._box_model is not None:
+            pts = self.lm.fit(gray, self._box_model.box(self._prev)).landmarks.astype(np.float32)
+            patch = _patch(gray, pts)
+            if self._lost(gray, pts, patch):
+                self.redetect_frames.append(t)
+                pts = None
+            else:
+                self._prev_patch = patch
+        if pts is None:
+            pts = self._detect(gray)
+            if pts is not None:
+                self._prev_patch = _patch(gray, pts)
+        self._prev = pts if pts is not None else self._prev
+        if pts is None:
+            # lost and not found again: the next frame starts from a fresh detection
+            self._prev = None
+        self._raw.append(pts)
+        return pts
+
+    def finish(self) -> TrackResult:
+        T = len(self._raw)
+        if T == 0:
+            raise NoFaceError("the clip has no frames")
+        found = np.array([p is not None for p in self._raw])
+        if not found.any():
+            raise NoFaceError(f"no face found in any of the {T} frames")
+        miss = int((~found).sum())
+        if miss > self.opt.max_missing_fraction * T:
+            raise NoFaceError(f"no face found in {miss} of {T} frames (more than "
+                              f"{self.opt.max_missing_fraction:.0%})")
+        raw = np.full((T, 68, 2), np.nan, dtype=np.float32)
+        for i, p in enumerate(self._raw):
+            if p is not None:
+                raw[i] = p
+        filled = fill_gaps(raw, found)
+        smoothed = smooth_landmarks(filled, self.opt, self.fps)
+        return TrackResult(smoothed.astype(np.float32), raw, found, self.detections, list(self.redetect_frames))
+
+
+def track_landmarks(frames, landmarker=None, options: TrackerOptions | None = None,
+                    fps: float = 30.0) -> TrackResult:
+    """Track the largest face through ``frames`` (an iterable of RGB or grey images)."""
+    tracker = LandmarkTracker(landmarker, options, fps)
+    for f in frames:
+        tracker.update(f)
+    return tracker.finish()
+
+
+# ==================================================================================================
+# gap filling and temporal smoothing
+# ==================================================================================================
+def fill_gaps(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Linearly interpolate frames without a face from their neighbours (nearest at the ends)."""
+    out = np.array(landmarks, dtype=np.float32, copy=True)
+    found = np.asarray(found, bool)
+    if found.all():
+        return out
+    t = np.arange(len(out))
+    flat = out.reshape(len(out), -1)
+    for j in range(flat.shape[1]):
+        flat[~found, j] = np.interp(t[~found], t[found], flat[found, j])
+    return flat.reshape(out.shape)
+
+
+def savgol_smooth(x: np.ndarray, window: int = 5, order: int = 2) -> np.ndarray:
+    from scipy.signal import savgol_filter
+
+    T = x.shape[0]
+    w = min(int(window), T if T % 2 else T - 1)
+    if w <= order or w < 3:
+        return np.asarray(x, dtype=np.float32)
+    return savgol_filter(x, w, order, axis=0, mode="interp").astype(np.float32)
+
+
+def one_euro_smooth(x: np.ndarray, fps: float = 30.0, min_cutoff: float = 1.7, beta: float = 0.3,
+                    d_cutoff: float = 1.0) -> np.ndarray:
+    """One-euro filter (Casiez et al. 2012) along axis 0, each coordinate independently (causal)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    dt = 1.0 / fps
+
+    def alpha(cutoff):
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    prev, dprev = x[0], np.zeros_like(x[0])
+    out[0] = prev
+    a_d = alpha(d_cutoff)
+    for t in range(1, len(x)):
+        dx = (x[t] - prev) / dt
+        dprev = a_d * dx + (1 - a_d) * dprev
+        cutoff = min_cutoff + beta * np.abs(dprev)
+        a = alpha(cutoff)
+        prev = a * x[t] + (1 - a) * prev
+        out[t] = prev
+    return out.astype(np.float32)
+
+
+def smooth_landmarks(landmarks: np.ndarray, options: TrackerOptions | None = None,
+                     fps: float = 30.0) -> np.ndarray:
+    opt = options or TrackerOptions()
+    kind = (opt.smoothing or "none").lower()
+    if kind in ("none", "off", "") or len(landmarks) < 3:
+        return np.asarray(landmarks, dtype=np.float32)
+    if kind == "savgol":
+        return savgol_smooth(landmarks, opt.smooth_window, opt.smooth_order)
+    if kind in ("one_euro", "oneeuro", "one-euro"):
+        return one_euro_smooth(landmarks, fps, opt.one_euro_min_cutoff, opt.one_euro_beta)
+    raise InputError(f"unknown smoothing {opt.smoothing!r}; choose savgol, one_euro or none")
