@@ -404,7 +404,9 @@ def generate_mini(out: str | Path, size: str = "tiny", seed: int = 0, photos: Se
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+            # not "fork": forking a process that has imported torch (the demo, the tests) can deadlock
+            methods = mp.get_all_start_methods()
+            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(str(out), subjects, plans)) as ex:
                 for r in ex.map(_worker_clip, plan.clips, chunksize=1):
