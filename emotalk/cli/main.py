@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     from emotalk import __version__
 
-    parser = argparse.ArgumentParser(prog="emotalk", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="emotalk", description="Emotion-controllable, one-shot talking-face "
+                                     "generation (IJCAI 2022 reimplementation).")
     parser.add_argument("--version", action="version", version=f"emotalk {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, (module, help_text) in COMMANDS.items():

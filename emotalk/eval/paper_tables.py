@@ -1,12 +1,13 @@
 """The paper's own numbers (Tables 2–5), shown beside ours in the evaluation tables.
 
-Column keys are the metric display names used by :mod:`emotalk.eval.metrics` where the metric is the
-same one (PSNR, SSIM, CPBD, FID, M-LD, M-LVD, F-LD, F-LVD, EmoAcc, CSIM, Sync-conf).
+Column keys are the display names of the same metrics in :mod:`emotalk.eval.metrics` (the paper's
+"Sync_conf" is SyncNet's confidence, LSE-C). Offline stand-ins (FID-dlib, CSIM-dlib, AV-sync-conf) have
+no paper value: they are different metrics and are never shown as if they were the paper's.
 """
 from __future__ import annotations
 
-TABLE2_COLUMNS = ("PSNR", "SSIM", "CPBD", "FID", "M-LD", "M-LVD", "F-LD", "F-LVD", "EmoAcc", "CSIM",
-                  "Sync-conf")
+TABLE2_COLUMNS = ("PSNR", "SSIM", "CPBD", "FID", "M-LD", "M-LVD", "F-LD", "F-LVD", "Emo-Acc", "CSIM",
+                  "LSE-C")
 
 #: Table 2: quantitative comparison (dataset -> method -> values in TABLE2_COLUMNS order).
 TABLE2: dict[str, dict[str, tuple[float, ...]]] = {
@@ -32,7 +33,7 @@ TABLE3: dict[str, tuple[float, ...]] = {
     "full": (2.18, 0.77, 1.24, 0.50),
 }
 
-TABLE4_COLUMNS = ("PSNR", "CSIM", "EmoAcc")
+TABLE4_COLUMNS = ("PSNR", "CSIM", "Emo-Acc")
 #: Table 4: ablation study for texture generation (MEAD).
 TABLE4: dict[str, tuple[float, ...]] = {
     "w/o emotion feature": (29.83, 0.885, 45.00),
@@ -41,7 +42,7 @@ TABLE4: dict[str, tuple[float, ...]] = {
     "full": (30.06, 0.789, 85.48),
 }
 
-TABLE5_COLUMNS = ("PSNR", "SSIM", "CPBD", "FID", "M-LD", "M-LVD", "F-LD", "F-LVD", "CSIM", "Sync-conf")
+TABLE5_COLUMNS = ("PSNR", "SSIM", "CPBD", "FID", "M-LD", "M-LVD", "F-LD", "F-LVD", "CSIM", "LSE-C")
 #: Table 5: neutral emotion of MEAD.
 TABLE5: dict[str, tuple[float, ...]] = {
     "MakeItTalk": (24.89, 0.77, 0.219, 158.76, 7.65, 0.59, 5.44, 0.46, 0.57, 3.22),
