@@ -14,3 +14,73 @@ def _seed():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+# ------------------------------------------------------------------------------------------------------
+# Tiny trained checkpoints, built once per test session (shared by the pipeline, CLI, evaluation and
+# demo tests). Set EMOTALK_TINY_CACHE=/some/dir to build them there once and reuse them across sessions.
+# ------------------------------------------------------------------------------------------------------
+TINY_LANDMARK_OVERRIDES = ["train.steps=400", "loss.lambda_gan=0", "train.ckpt_every=400", "train.val_every=400",
+                           "train.val_batches=2", "train.progress=false", "train.tensorboard=false"]
+TINY_TEXTURE_OVERRIDES = ["train.steps=150", "optim.lr=1e-3", "loss.lambda_per=0", "loss.lambda_adv=0",
+                          "train.ckpt_every=150", "train.val_every=150", "train.val_batches=2",
+                          "train.progress=false", "train.tensorboard=false"]
+
+
+def _tiny_base(tmp_path_factory):
+    from pathlib import Path
+
+    cache = os.environ.get("EMOTALK_TINY_CACHE")
+    if cache:
+        base = Path(cache)
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_mini_data(tmp_path_factory):
+    """mead-mini ``tiny`` (3 subjects, 12 clips of a few words) generated offline and preprocessed with
+    the ``mel`` speech features: ``SimpleNamespace(raw=Path, processed=Path)``."""
+    from types import SimpleNamespace
+
+    from emotalk.data.mini.generator import generate_mini
+    from emotalk.data.preprocess import PreprocessOptions, preprocess_dataset
+
+    base = _tiny_base(tmp_path_factory)
+    raw, processed = base / "mead-mini", base / "processed"
+    if not (processed / "DONE").is_file():
+        # workers=1: generate_mini forks, which can deadlock once torch has started its thread pools
+        generate_mini(raw, "tiny", seed=0, workers=1, progress=False)
+        preprocess_dataset("mead-mini", raw, processed, workers=2, options=PreprocessOptions(features="mel"),
+                           progress=False)
+        (processed / "DONE").write_text("ok\n")
+    return SimpleNamespace(raw=raw, processed=processed)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tiny_mini_data, tmp_path_factory):
+    """A ``checkpoints/`` folder with ``landmark/`` (G_L, configs/landmark/tiny.yaml, 400 steps, no GAN) and
+    ``texture/`` (G_T, configs/texture/tiny.yaml: 64x64, 150 steps, L1 only) run folders trained on
+    :func:`tiny_mini_data` - the layout ``emotalk generate --checkpoints`` expects. About 1-2 minutes on
+    2 CPU cores including the data. The models are tiny: mechanics, not quality."""
+    from emotalk.train.tasks import train_from_config
+
+    ckpts = _tiny_base(tmp_path_factory) / "checkpoints"
+    if not (ckpts / "DONE").is_file():
+        import shutil
+
+        if ckpts.is_dir():  # an interrupted earlier build (only with EMOTALK_TINY_CACHE)
+            shutil.rmtree(ckpts)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small models: one thread avoids oversubscription on shared cores
+        try:
+            root = f"data.root={tiny_mini_data.processed}"
+            train_from_config("landmark/tiny", [root, f"train.run_dir={ckpts / 'landmark'}",
+                                                *TINY_LANDMARK_OVERRIDES])
+            train_from_config("texture/tiny", [root, f"train.run_dir={ckpts / 'texture'}",
+                                               *TINY_TEXTURE_OVERRIDES])
+        finally:
+            torch.set_num_threads(threads)
+        (ckpts / "DONE").write_text("ok\n")
+    return ckpts
