@@ -1,0 +1,423 @@
+"""Texture generator G_T and frame discriminator D (§3.2; appendix "Network Architectures").
+
+G_T turns one neutral identity image ``I_n`` plus a neutral landmark graph G, a driven graph G' and an
+emotion control vector into the frame ``I_E``. With ``c = round(base_channels * width_mult)`` and
+``S = image_size`` (paper: c = 64, S = 256) the layers are::
+
+    E_T   identity encoder    S×S×c  ->  S/2×S/2×2c  ->  S/4×S/4×4c  (= f_t; all three are skips to D_T)
+    f_h   heatmap difference  S/4×S/4×69  (68 Gaussians + background, driven minus neutral; heatmap.py)
+    motion encoder            [f_t ⊕ f_h] (4c + 69 = 325 ch) -> S/8×S/8×8c -> S/16×S/16×16c (= f_m)
+    E_E   emotion encoder     control vector -> f_e (128), broadcast over S/16×S/16 and concatenated to f_m
+    motion decoder            S/16×S/16×16c -> S/8×S/8×8c -> S/4×S/4×4c (U-Net skips from the encoder)
+    heads at S/4              occlusion map (softmax over [visible, occluded]) and optical flow (tanh, 2 ch)
+    D_T   image decoder       S/4×S/4×4c (AdaIN bottleneck) -> S/2×S/2×2c -> S×S×c -> S×S×3 (tanh)
+
+At the paper config this is exactly the appendix: E_T 256²×64, 128²×128, 64²×256; 325 channels into the
+motion encoder; a 16×16×1024 bottleneck; decoder 16²×1024, 32²×512, 64²×256; flow/occlusion at 64×64;
+D_T 64²×256, 128²×128, 256²×64, 256²×3.
+
+Conventions
+-----------
+- Images (input identity image and output ``image``) are RGB in **[-1, 1]**, ``(B, 3, S, S)``.
+- Landmarks are crop pixels of the S×S image, pixel-index convention (see :mod:`emotalk.models.heatmap`).
+- ``flow`` ``(B, 2, S/4, S/4)`` in [-1, 1] (tanh) is a *backward* displacement in normalised image
+  coordinates (``grid_sample``'s [-1, 1] span, ``align_corners=False``), channel 0 = x, channel 1 = y:
+  output position p takes identity features from ``p + flow(p)``. The flow head starts at zero, i.e. at
+  the identity warp. It is resolution independent, so it is bilinearly upsampled to warp the S/2 and S
+  skips.
+- ``occlusion`` ``(B, 1, S/4, S/4)`` in [0, 1] is the *visibility* weight (FOMM's convention): 1 = the
+  warped identity feature is valid there, 0 = D_T must generate the content (e.g. the inside of an opening
+  mouth). The paper says "softmax": with ``occlusion: softmax`` (default) the head predicts two logits
+  [visible, occluded] and ``occlusion`` is the softmax probability of "visible"; ``occlusion: sigmoid`` is
+  the equivalent one-logit form.
+
+``flow_mode``
+-------------
+The paper's eq. (5) reads ``I_E = D_T(OF ⊕ OM, f_t)``: D_T receives the concatenated flow and occlusion
+maps, with f_t entering through AdaIN and the skips. Taken literally the flow is then just another input
+feature and nothing forces it to act as a displacement. Two readings are implemented so they can be
+compared:
+
+- ``warp`` (default): flow-guided generation as in FOMM (Siarohin et al. 2019): the E_T features at every
+  resolution (f_t and both skips) are warped with the predicted flow (``grid_sample``) and gated by the
+  occlusion map before D_T decodes them.
+- ``concat``: the literal reading: D_T's first layer gets ``flow ⊕ occlusion-softmax ⊕ f_t`` and the skips
+  are the unwarped E_T features.
+
+``image_skip`` (off by default, not in the paper): D_T's last layer also predicts a mask m and the output
+is ``m · warp(I_n, flow) + (1 - m) · D_T's image``: the flow-warped identity image is available to the output
+directly, so a briefly trained model starts from "copy the (warped) photo" instead of from a blurry
+reconstruction (useful for small CPU runs; the decoder still paints whatever the warp cannot explain).
+
+In both modes the D_T bottleneck is ``bottleneck_blocks`` residual blocks with AdaIN (Huang & Belongie
+2017) whose style is E_T's output f_t summarised by its per-channel mean and standard deviation; a learned
+linear map per AdaIN layer turns those statistics into that layer's scale and bias
+(``(1 + γ) · IN(x) + β``).
+
+Normalisation elsewhere is BatchNorm (as in FOMM): instance normalisation in E_T would erase the very
+colour/illumination statistics that AdaIN is meant to carry. One-shot fine-tuning keeps BatchNorm in
+eval mode (running statistics), see :mod:`emotalk.inference.one_shot`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS
+from emotalk.errors import ConfigError
+from emotalk.models.emotion_encoder import EmotionEncoder
+from emotalk.models.heatmap import NUM_HEATMAP_CHANNELS, heatmap_difference
+
+
+@dataclass
+class TextureModelConfig:
+    image_size: int = 256  # S: crop size G_T works at (multiple of 16)
+    base_channels: int = 64  # c at width_mult 1 (the paper's widths)
+    width_mult: float = 1.0  # scales every width: c = round(base_channels * width_mult)
+    emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))  # control-vector vocabulary
+    intensity_levels: int = INTENSITY_LEVELS
+    emotion_feature_dim: int = 128  # f_e
+    heatmap_sigma: float = 1.0  # Gaussian σ in heatmap pixels (heatmaps are S/4 × S/4)
+    flow_mode: Literal["warp", "concat"] = "warp"
+    occlusion: Literal["softmax", "sigmoid"] = "softmax"
+    bottleneck_blocks: int = 2  # AdaIN residual blocks at D_T's bottleneck
+    image_skip: bool = False  # beyond the paper: blend D_T's image with the flow-warped identity image
+    # frame discriminator D (PatchGAN)
+    disc_channels: int = 64
+    disc_layers: int = 3
+
+    @property
+    def channels(self) -> int:
+        return max(1, int(round(self.base_channels * self.width_mult)))
+
+    @property
+    def emotion_dim(self) -> int:
+        return len(self.emotions) + self.intensity_levels
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.image_size // 4
+
+    def validate(self) -> None:
+        if self.image_size < 16 or self.image_size % 16:
+            raise ConfigError(f"model.image_size must be a multiple of 16 (>= 16), got {self.image_size}")
+        if self.base_channels < 1 or self.width_mult <= 0:
+            raise ConfigError("model.base_channels must be >= 1 and model.width_mult > 0")
+        if self.flow_mode not in ("warp", "concat"):
+            raise ConfigError(f"model.flow_mode must be 'warp' or 'concat', got {self.flow_mode!r}")
+        if self.occlusion not in ("softmax", "sigmoid"):
+            raise ConfigError(f"model.occlusion must be 'softmax' or 'sigmoid', got {self.occlusion!r}")
+        if not self.emotions or self.intensity_levels < 1:
+            raise ConfigError("model.emotions must be non-empty and model.intensity_levels >= 1")
+        if self.heatmap_sigma <= 0:
+            raise ConfigError("model.heatmap_sigma must be > 0")
+        if self.bottleneck_blocks < 0 or self.disc_layers < 1 or self.disc_channels < 1:
+            raise ConfigError("model.bottleneck_blocks >= 0, model.disc_layers >= 1, model.disc_channels >= 1")
+
+
+# ----------------------------------------------------------------------------------------------- blocks
+class ConvBlock(nn.Sequential):
+    """conv (k×k, stride) -> BatchNorm -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1):
+        super().__init__(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class UpBlock(nn.Module):
+    """×2 upsampling, concatenation with a skip, conv -> BatchNorm -> ReLU."""
+
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.conv = ConvBlock(cin + cskip, cout)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([x, skip], dim=1))
+
+
+class AdaIN(nn.Module):
+    """``(1 + γ(s)) · InstanceNorm(x) + β(s)`` with ``γ, β`` a learned linear map of the style vector s."""
+
+    def __init__(self, channels: int, style_dim: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.affine = nn.Linear(style_dim, 2 * channels)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        gamma, beta = self.affine(style).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        return (1 + gamma) * self.norm(x) + beta
+
+
+class AdaINResBlock(nn.Module):
+    def __init__(self, channels: int, style_dim: int):
+        super().__init__()
+        self.norm1 = AdaIN(channels, style_dim)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = AdaIN(channels, style_dim)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        h = self.conv1(F.relu(self.norm1(x, style)))
+        h = self.conv2(F.relu(self.norm2(h, style)))
+        return x + h
+
+
+def style_statistics(f: Tensor, eps: float = 1e-5) -> Tensor:
+    """``(B, C, H, W)`` -> ``(B, 2C)``: per-channel mean and standard deviation (AdaIN's style)."""
+    mean = f.mean(dim=(2, 3))
+    std = (f.var(dim=(2, 3), unbiased=False) + eps).sqrt()
+    return torch.cat([mean, std], dim=1)
+
+
+def identity_grid(h: int, w: int, device=None, dtype=None) -> Tensor:
+    """``(1, h, w, 2)`` sampling grid of pixel centres in normalised coordinates (align_corners=False)."""
+    ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1).unsqueeze(0)
+
+
+def warp(features: Tensor, flow: Tensor) -> Tensor:
+    """Backward-warp ``features`` (B, C, H, W) with a normalised displacement ``flow`` (B, 2, h, w)."""
+    H, W = features.shape[-2:]
+    flow = flow.float()
+    if flow.shape[-2:] != (H, W):
+        flow = F.interpolate(flow, size=(H, W), mode="bilinear", align_corners=False)
+    grid = identity_grid(H, W, flow.device, torch.float32) + flow.permute(0, 2, 3, 1)
+    out = F.grid_sample(features.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.to(features.dtype)
+
+
+# ---------------------------------------------------------------------------------------------- modules
+class IdentityEncoder(nn.Module):
+    """E_T: image (B, 3, S, S) in [-1, 1] -> [S×S×c, S/2×S/2×2c, S/4×S/4×4c]."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.stem = ConvBlock(3, c, k=7)
+        self.down1 = ConvBlock(c, 2 * c, stride=2)
+        self.down2 = ConvBlock(2 * c, 4 * c, stride=2)
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        e1 = self.stem(image)
+        e2 = self.down1(e1)
+        e3 = self.down2(e2)
+        return [e1, e2, e3]
+
+
+class MotionNetwork(nn.Module):
+    """[f_t ⊕ f_h] + f_e -> occlusion map and optical flow at S/4 (encoder, emotion join, decoder, heads)."""
+
+    def __init__(self, c: int, emotion_feature_dim: int, occlusion: str):
+        super().__init__()
+        cin = 4 * c + NUM_HEATMAP_CHANNELS
+        self.enc1 = ConvBlock(cin, 8 * c, stride=2)
+        self.enc2 = ConvBlock(8 * c, 16 * c, stride=2)
+        self.fuse = ConvBlock(16 * c + emotion_feature_dim, 16 * c)
+        self.up1 = UpBlock(16 * c, 8 * c, 8 * c)
+        self.up2 = UpBlock(8 * c, cin, 4 * c)
+        self.occlusion_kind = occlusion
+        self.occlusion_head = nn.Conv2d(4 * c, 2 if occlusion == "softmax" else 1, 3, padding=1)
+        self.flow_head = nn.Conv2d(4 * c, 2, 3, padding=1)
+        nn.init.zeros_(self.flow_head.weight)  # start at the identity warp
+        nn.init.zeros_(self.flow_head.bias)
+
+    def forward(self, f_t: Tensor, f_h: Tensor, f_e: Tensor) -> dict[str, Tensor]:
+        x = torch.cat([f_t, f_h], dim=1)
+        m1 = self.enc1(x)
+        f_m = self.enc2(m1)
+        e = f_e[:, :, None, None].expand(-1, -1, *f_m.shape[-2:])
+        fused = self.fuse(torch.cat([f_m, e.to(f_m.dtype)], dim=1))
+        d1 = self.up1(fused, m1)
+        d2 = self.up2(d1, x)
+        logits = self.occlusion_head(d2)
+        if self.occlusion_kind == "softmax":
+            probs = torch.softmax(logits.float(), dim=1).to(logits.dtype)
+            occ, occ_maps = probs[:, :1], probs
+        else:
+            occ = torch.sigmoid(logits)
+            occ_maps = occ
+        flow = torch.tanh(self.flow_head(d2))
+        return {"motion_input": x, "motion_enc1": m1, "motion_bottleneck": f_m, "motion_fused": fused,
+                "motion_dec1": d1, "motion_features": d2, "occlusion_logits": logits,
+                "occlusion_maps": occ_maps, "occlusion": occ, "flow": flow}
+
+
+class ImageDecoder(nn.Module):
+    """D_T: S/4×S/4×4c (AdaIN bottleneck) -> S/2×S/2×2c -> S×S×c -> S×S×3 with skips from E_T."""
+
+    def __init__(self, c: int, in_channels: int, bottleneck_blocks: int, image_skip: bool = False):
+        super().__init__()
+        self.inp = ConvBlock(in_channels, 4 * c)
+        self.blocks = nn.ModuleList([AdaINResBlock(4 * c, 8 * c) for _ in range(bottleneck_blocks)])
+        self.up1 = UpBlock(4 * c, 2 * c, 2 * c)
+        self.up2 = UpBlock(2 * c, c, c)
+        self.image_skip = image_skip
+        self.out = nn.Conv2d(c, 4 if image_skip else 3, 7, padding=3)
+        if image_skip:  # start by mostly keeping the warped identity image (mask = sigmoid(2) = 0.88)
+            with torch.no_grad():
+                self.out.bias[3] = 2.0
+
+    def forward(self, x: Tensor, skips: list[Tensor], style: Tensor,
+                warped_image: Tensor | None = None) -> dict[str, Tensor]:
+        d0 = self.inp(x)
+        h = d0
+        for blk in self.blocks:
+            h = blk(h, style)
+        d1 = self.up1(h, skips[1])
+        d2 = self.up2(d1, skips[0])
+        o = self.out(d2)
+        out = {"decoder_input": d0, "decoder_bottleneck": h, "decoder_up1": d1, "decoder_up2": d2}
+        if self.image_skip:
+            decoded, mask = torch.tanh(o[:, :3]), torch.sigmoid(o[:, 3:4])
+            out.update(decoded_image=decoded, image_mask=mask,
+                       image=mask * warped_image.to(decoded.dtype) + (1 - mask) * decoded)
+        else:
+            out["image"] = torch.tanh(o)
+        return out
+
+
+class IdentityFeatures(NamedTuple):
+    """E_T's output for one or more identity images, cached by :meth:`TextureGenerator.encode_identity`."""
+
+    skips: list[Tensor]  # [S×S×c, S/2×S/2×2c, S/4×S/4×4c]; the last one is f_t
+    style: Tensor  # (B, 8c): mean and std of f_t (AdaIN style)
+    image: Tensor  # (B, 3, S, S) the identity image itself (used by ``image_skip``)
+
+    @property
+    def f_t(self) -> Tensor:
+        return self.skips[-1]
+
+    def expand(self, batch: int) -> "IdentityFeatures":
+        if self.style.shape[0] == batch:
+            return self
+        if self.style.shape[0] != 1:
+            raise ValueError(f"identity features for {self.style.shape[0]} images cannot drive a batch of "
+                             f"{batch} frames (use 1 identity or one per frame)")
+        return IdentityFeatures([s.expand(batch, -1, -1, -1) for s in self.skips],
+                                self.style.expand(batch, -1), self.image.expand(batch, -1, -1, -1))
+
+
+class TextureGenerator(nn.Module):
+    """G_T. See the module docstring for shapes and conventions."""
+
+    def __init__(self, cfg: TextureModelConfig | None = None):
+        super().__init__()
+        cfg = cfg or TextureModelConfig()
+        cfg.validate()
+        self.cfg = cfg
+        c = cfg.channels
+        self.identity_encoder = IdentityEncoder(c)  # E_T
+        self.emotion_encoder = EmotionEncoder(cfg.emotion_dim, cfg.emotion_feature_dim)  # E_E
+        self.motion = MotionNetwork(c, cfg.emotion_feature_dim, cfg.occlusion)
+        occ_ch = 2 if cfg.occlusion == "softmax" else 1
+        dec_in = 4 * c if cfg.flow_mode == "warp" else 4 * c + 2 + occ_ch
+        self.decoder = ImageDecoder(c, dec_in, cfg.bottleneck_blocks, cfg.image_skip)  # D_T
+
+    # --- parameter groups (one-shot fine-tuning updates only E_T and D_T) ---
+    def identity_modules(self) -> dict[str, nn.Module]:
+        return {"E_T": self.identity_encoder, "D_T": self.decoder}
+
+    def identity_parameters(self) -> list[nn.Parameter]:
+        """Parameters of E_T and D_T (including D_T's AdaIN maps): what one-shot fine-tuning updates."""
+        return [p for m in self.identity_modules().values() for p in m.parameters()]
+
+    def identity_parameter_names(self) -> list[str]:
+        prefixes = ("identity_encoder.", "decoder.")
+        return [n for n, _ in self.named_parameters() if n.startswith(prefixes)]
+
+    # --- forward ---
+    def encode_identity(self, image: Tensor) -> IdentityFeatures:
+        """E_T on ``(B, 3, S, S)`` images in [-1, 1]; compute once per photo and reuse for every frame."""
+        S = self.cfg.image_size
+        if image.dim() != 4 or image.shape[1] != 3 or tuple(image.shape[-2:]) != (S, S):
+            raise ValueError(f"identity image must be (B, 3, {S}, {S}) in [-1, 1], got {tuple(image.shape)}")
+        skips = self.identity_encoder(image)
+        return IdentityFeatures(skips, style_statistics(skips[-1].float()).to(skips[-1].dtype), image)
+
+    def forward(self, identity: Tensor | IdentityFeatures, neutral_landmarks: Tensor, driven_landmarks: Tensor,
+                emotion: Tensor) -> dict[str, Tensor]:
+        """Generate frames.
+
+        identity: ``(B|1, 3, S, S)`` neutral image in [-1, 1], or :class:`IdentityFeatures` from
+            :meth:`encode_identity` (a single identity is broadcast over the batch).
+        neutral_landmarks: ``(B|1, 68, 2)`` landmarks of the identity image (graph G), crop pixels.
+        driven_landmarks: ``(B, 68, 2)`` target landmarks (graph G'), crop pixels.
+        emotion: ``(B|1, E + I)`` control vector (``emotalk.data.emotions.emotion_vector``).
+
+        Returns a dict with ``image`` (B, 3, S, S) in [-1, 1], ``flow`` (B, 2, S/4, S/4) in [-1, 1],
+        ``occlusion`` (B, 1, S/4, S/4) in [0, 1], ``heatmap_diff`` (B, 69, S/4, S/4) and the
+        intermediate features (``identity_*``, ``motion_*``, ``decoder_*``, ``emotion_feature``).
+        """
+        cfg = self.cfg
+        B = driven_landmarks.shape[0]
+        feats = identity if isinstance(identity, IdentityFeatures) else self.encode_identity(identity)
+        feats = feats.expand(B)
+        if neutral_landmarks.shape[0] != B:
+            neutral_landmarks = neutral_landmarks.expand(B, -1, -1)
+        if emotion.shape[0] != B:
+            emotion = emotion.expand(B, -1)
+        f_t = feats.f_t
+        f_h = heatmap_difference(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.heatmap_size,
+                                 cfg.heatmap_sigma).to(f_t.dtype)
+        f_e = self.emotion_encoder(emotion.to(self.emotion_encoder.conv.weight.dtype))
+        mot = self.motion(f_t, f_h, f_e)
+        flow, occ = mot["flow"], mot["occlusion"]
+        if cfg.flow_mode == "warp":
+            def gate(f: Tensor) -> Tensor:
+                o = occ if f.shape[-2:] == occ.shape[-2:] else F.interpolate(
+                    occ, size=f.shape[-2:], mode="bilinear", align_corners=False)
+                return warp(f, flow) * o.to(f.dtype)
+
+            skips = [gate(s) for s in feats.skips]
+            dec_in = skips[-1]
+        else:
+            skips = list(feats.skips)
+            dec_in = torch.cat([flow, mot["occlusion_maps"], f_t], dim=1)
+        warped_image = warp(feats.image, flow) if cfg.image_skip else None
+        dec = self.decoder(dec_in, skips, feats.style, warped_image)
+        out = {"image": dec["image"], "flow": flow, "occlusion": occ, "heatmap_diff": f_h,
+               "emotion_feature": f_e, "identity_e1": feats.skips[0], "identity_e2": feats.skips[1],
+               "identity_f_t": f_t, "decoder_skips": skips}
+        out.update({k: v for k, v in mot.items() if k not in out})
+        out.update({k: v for k, v in dec.items() if k not in out})
+        return out
+
+
+class FrameDiscriminator(nn.Module):
+    """Frame discriminator D of eq. (8): a PatchGAN (pix2pix) returning a map of real/fake logits.
+
+    ``disc_layers`` stride-2 4×4 convs (widths c, 2c, 4c, ... capped at 8c), one stride-1 conv and a 1-channel
+    output conv; InstanceNorm + LeakyReLU(0.2) except on the first layer. Input: images in [-1, 1].
+    At 256² with 3 layers each output logit sees a 70×70 patch.
+    """
+
+    def __init__(self, channels: int = 64, layers: int = 3, in_channels: int = 3):
+        super().__init__()
+        c = channels
+        mods: list[nn.Module] = [nn.Conv2d(in_channels, c, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        cin = c
+        for i in range(1, layers):
+            cout = min(c * 2 ** i, 8 * c)
+            mods += [nn.Conv2d(cin, cout, 4, 2, 1), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
+            cin = cout
+        cout = min(c * 2 ** layers, 8 * c)
+        mods += [nn.Conv2d(cin, cout, 4, 1, 1), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
+                 nn.Conv2d(cout, 1, 4, 1, 1)]
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.net(image)
+
+
+def build_discriminator(cfg: TextureModelConfig) -> FrameDiscriminator:
+    return FrameDiscriminator(max(1, int(round(cfg.disc_channels * cfg.width_mult))), cfg.disc_layers)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,231 @@
+"""Training G_T (paper §3.2, §4.1): eq. (9) ``L_img = λ_rec L_rec + λ_per L_per + λ_adv L_adv``.
+
+- L_rec, eq. (6): :mod:`emotalk.train.reconstruction_loss` (λ_rec = 1);
+- L_per, eq. (7): :mod:`emotalk.train.perceptual_loss` (λ_per = 10), VGG16 weights from ``loss.vgg16_weights``
+  or torchvision's cache, or an explicitly chosen documented alternative (``loss.perceptual``);
+- L_adv, eq. (8): :mod:`emotalk.train.adversarial_loss` with the PatchGAN frame discriminator (λ_adv = 1;
+  0 removes the discriminator).
+
+Each step: colour/illumination augmentation (Fig. 9, :mod:`emotalk.data.augment`) applied identically to
+the identity image and the target frame, one generator update, then one discriminator update on
+``[real, fake.detach()]`` in a single forward. Ground-truth landmarks drive G_T in training (§4.1).
+Validation reports the L1 of G_T's frames and of the "return the identity image" baseline.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from emotalk.data.augment import ColorAugmentConfig, augment_consistent
+from emotalk.data.splits import split_subjects
+from emotalk.data.texture_dataset import TextureFrameDataset
+from emotalk.errors import ConfigError, DataError
+from emotalk.models.texture_generator import (TextureGenerator, TextureModelConfig, build_discriminator,
+                                              count_parameters)
+from emotalk.train.adversarial_loss import d_loss, g_loss
+from emotalk.train.perceptual_loss import PerceptualLoss, build_perceptual_loss
+from emotalk.train.reconstruction_loss import reconstruction_loss
+from emotalk.train.trainer import OptimConfig, Task, TrainerConfig
+
+
+@dataclass
+class TextureDataConfig:
+    root: str = "data/processed/mead"
+    train_subjects: list[str] = field(default_factory=list)  # empty: every subject except validation ones
+    val_subjects: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1
+    frame_stride: int = 1  # use every n-th frame of each training clip
+    max_clips: int = 0  # 0 = all
+    val_max_frames: int = 256  # evenly spaced validation frames
+    cache_clips: int = 16  # decoded clips kept per data-loader process
+    augment: ColorAugmentConfig = field(default_factory=ColorAugmentConfig)
+
+
+@dataclass
+class TextureLossConfig:
+    lambda_rec: float = 1.0
+    lambda_per: float = 10.0
+    lambda_adv: float = 1.0  # 0 disables the discriminator
+    perceptual: Literal["vgg16", "vgg16-random", "none"] = "vgg16"
+    vgg16_weights: str | None = None  # torchvision's vgg16-397923af.pth (else torchvision's cache dir)
+    perceptual_layer_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+
+
+@dataclass
+class TextureTrainConfig:
+    task: str = "texture"
+    model: TextureModelConfig = field(default_factory=TextureModelConfig)
+    data: TextureDataConfig = field(default_factory=TextureDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: TextureLossConfig = field(default_factory=TextureLossConfig)
+    train: TrainerConfig = field(default_factory=lambda: TrainerConfig(run_dir="runs/texture", batch_size=4))
+
+    def validate(self) -> None:
+        lo = self.loss
+        if min(lo.lambda_rec, lo.lambda_per, lo.lambda_adv) < 0:
+            raise ConfigError("loss.lambda_rec, loss.lambda_per and loss.lambda_adv must be >= 0")
+        if len(lo.perceptual_layer_weights) != 4:
+            raise ConfigError("loss.perceptual_layer_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Temporarily stop gradients into ``module``'s parameters (G's step through D)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+class TextureTask(Task):
+    kind = "texture"
+
+    def __init__(self, cfg: TextureTrainConfig):
+        super().__init__(cfg)
+        self._datasets = None
+        self.perceptual: PerceptualLoss | None = None
+        self.perceptual_description = ""
+
+    # --- construction ---
+    def build_datasets(self):
+        if self._datasets is None:
+            from emotalk.data.landmark_dataset import dataset_subjects
+
+            d, m = self.cfg.data, self.cfg.model
+            subjects = dataset_subjects(d.root)
+            train_s, val_s = split_subjects(subjects, d.train_subjects, d.val_subjects, d.val_fraction)
+            common = dict(image_size=m.image_size, emotions=m.emotions, intensity_levels=m.intensity_levels,
+                          cache_clips=d.cache_clips)
+            train = TextureFrameDataset(d.root, train_s, frame_stride=d.frame_stride, max_clips=d.max_clips,
+                                        **common)
+            if len(train) == 0:
+                raise DataError(f"{d.root}: no training frames for subjects {train_s}")
+            val = TextureFrameDataset(d.root, val_s, max_frames=d.val_max_frames, **common) if val_s else None
+            self._datasets = (train, val)
+            self.subjects = {"train": train_s, "val": val_s}
+        return self._datasets
+
+    def build_modules(self):
+        lo = self.cfg.loss
+        # resolve the perceptual network first: missing VGG16 weights stop the run before anything else
+        if lo.lambda_per > 0:
+            self.perceptual, self.perceptual_description = build_perceptual_loss(
+                lo.perceptual, lo.vgg16_weights, lo.perceptual_layer_weights)
+        else:
+            self.perceptual, self.perceptual_description = None, "perceptual loss: off (loss.lambda_per=0)"
+        G = TextureGenerator(self.cfg.model)
+        import torch.distributed as dist
+
+        self.sync_bn = (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+                        and torch.cuda.is_available())
+        if self.sync_bn:  # batch 4 split over GPUs is too small for per-GPU BatchNorm statistics
+            G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)  # same state-dict keys as BatchNorm2d
+        modules = {"generator": G}
+        if lo.lambda_adv > 0:
+            modules["discriminator"] = build_discriminator(self.cfg.model)
+        return modules
+
+    def on_start(self, ctx, log) -> None:
+        if self.perceptual is not None:
+            self.perceptual.to(ctx.device)
+        train, val = self.build_datasets()
+        m = self.cfg.model
+        log(f"texture data: {len(train)} train frames ({len(self.subjects['train'])} subjects), "
+            f"{len(val) if val else 0} val frames ({len(self.subjects['val'])} subjects); "
+            f"image {m.image_size}x{m.image_size}, flow_mode={m.flow_mode}, "
+            f"G_T {count_parameters(ctx.raw['generator']):,} parameters")
+        log(self.perceptual_description)
+        if getattr(self, "sync_bn", False):
+            log("BatchNorm in G_T synchronised across processes (SyncBatchNorm)")
+        a = self.cfg.data.augment
+        log(f"colour/illumination augmentation: {'on (p=%g)' % a.p if a.enabled else 'off'}")
+
+    # --- steps ---
+    def _inputs(self, batch):
+        return batch["identity"], batch["identity_landmarks"], batch["target_landmarks"], batch["emotion"]
+
+    def train_step(self, batch, ctx):
+        lo = self.cfg.loss
+        identity, target = batch["identity"], batch["target"]
+        if self.cfg.data.augment.enabled:
+            identity, target = augment_consistent(identity, target, cfg=self.cfg.data.augment)
+        G = ctx.models["generator"]
+        with ctx.autocast():
+            out = G(identity, batch["identity_landmarks"], batch["target_landmarks"], batch["emotion"])
+            fake = out["image"]
+            l_rec = reconstruction_loss(fake, target)
+            loss = lo.lambda_rec * l_rec
+            logs = {"rec": l_rec.detach()}
+            if self.perceptual is not None:
+                l_per = self.perceptual(fake, target)
+                loss = loss + lo.lambda_per * l_per
+                logs["per"] = l_per.detach()
+            if "discriminator" in ctx.models:
+                # G's adversarial term goes through the bare D with its parameters frozen: no gradient
+                # (and no DDP synchronisation) for D here; D is updated below on its own loss
+                with frozen(ctx.raw["discriminator"]) as D:
+                    l_g = g_loss(D(fake))
+                loss = loss + lo.lambda_adv * l_g
+                logs["adv_g"] = l_g.detach()
+        ctx.step("generator", loss)
+        logs["total"] = loss.detach()
+        if "discriminator" in ctx.models:
+            n = target.shape[0]
+            with ctx.autocast():
+                scores = ctx.models["discriminator"](torch.cat([target, fake.detach()]))
+                l_d = d_loss(scores[:n], scores[n:])
+            ctx.step("discriminator", l_d)
+            logs["adv_d"] = l_d.detach()
+        with torch.no_grad():
+            logs["flow_abs"] = out["flow"].detach().float().abs().mean()
+            logs["occlusion"] = out["occlusion"].detach().float().mean()
+        return {k: float(v) for k, v in logs.items()}
+
+    @torch.no_grad()
+    def validate_step(self, batch, ctx):
+        G = ctx.raw["generator"]
+        with ctx.autocast():
+            fake = G(*self._inputs(batch))["image"]
+        target = batch["target"]
+        rows = {"l1": float(reconstruction_loss(fake, target)),
+                "l1_identity_baseline": float(reconstruction_loss(batch["identity"], target))}
+        if self.perceptual is not None:
+            rows["per"] = float(self.perceptual(fake.float(), target))
+        return rows
+
+    def metadata(self) -> dict:
+        m = self.cfg.model
+        meta = {"image_size": m.image_size, "image_value_range": [-1.0, 1.0], "flow_mode": m.flow_mode,
+                "perceptual": self.perceptual_description, "subjects": getattr(self, "subjects", {})}
+        if not hasattr(self, "_background_rgb"):  # the training backdrop, for background replacement
+            try:
+                from emotalk.inference.background import estimate_background_from_references
+
+                self._background_rgb = estimate_background_from_references(self.cfg.data.root)
+            except Exception:  # noqa: BLE001 - optional information
+                self._background_rgb = None
+        if self._background_rgb is not None:
+            meta["background_rgb"] = [int(v) for v in self._background_rgb]
+        return meta
+
+
+def load_texture_generator(path: str | Path, device: str | torch.device = "cpu"
+                           ) -> tuple[TextureGenerator, TextureTrainConfig, dict]:
+    """Rebuild G_T from a ``texture`` checkpoint (training or one-shot adapted); returns (G in eval mode,
+    its full config, the checkpoint metadata)."""
+    from emotalk.config import config_from_dict
+    from emotalk.train.checkpoint import load_checkpoint, load_module
+
+    tensors, meta = load_checkpoint(path, kind="texture", prefixes=("model/generator/",))
+    cfg = config_from_dict(meta["config"])
+    G = TextureGenerator(cfg.model)
+    load_module(G, tensors, "generator")
+    return G.to(device).eval(), cfg, meta

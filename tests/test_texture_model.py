@@ -1,0 +1,262 @@
+"""G_T building blocks: shapes at the paper config, ranges, heatmaps, warping, gradients, losses."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from emotalk.data.augment import ColorAugmentConfig, augment_consistent
+from emotalk.errors import ConfigError, MissingWeightsError
+from emotalk.models.heatmap import heatmap_difference, landmark_heatmaps
+from emotalk.models.texture_generator import (FrameDiscriminator, IdentityFeatures, TextureGenerator,
+                                              TextureModelConfig, build_discriminator, count_parameters, warp)
+from emotalk.train.adversarial_loss import d_loss, g_loss
+from emotalk.train.perceptual_loss import (VGG16_FILE, build_perceptual_loss, random_vgg16_features,
+                                           resolve_vgg16_weights)
+from emotalk.train.reconstruction_loss import reconstruction_loss
+from emotalk.train.texture_task import TextureTask, TextureTrainConfig
+from emotalk.train.trainer import StepContext
+
+#: G_T at the paper config (256², c = 64, 8 emotions + 3 levels): reported in the docs / issue
+PAPER_PARAMS = 30_799_751
+
+
+def face_landmarks(batch: int, size: int, jitter: float = 0.0) -> torch.Tensor:
+    from emotalk.data.alignment import crop_template
+
+    lm = torch.as_tensor(crop_template(size), dtype=torch.float32)[None].repeat(batch, 1, 1)
+    return lm + jitter * torch.randn_like(lm)
+
+
+def small_cfg(**kw) -> TextureModelConfig:
+    base = dict(image_size=32, base_channels=8, emotion_feature_dim=8, bottleneck_blocks=1, disc_channels=8)
+    base.update(kw)
+    return TextureModelConfig(**base)
+
+
+def test_paper_config_shapes_ranges_and_parameter_count():
+    cfg = TextureModelConfig()  # 256², base 64: the appendix widths
+    G = TextureGenerator(cfg).eval()
+    n = count_parameters(G)
+    print(f"G_T parameters at the paper config: {n:,} (D: {count_parameters(build_discriminator(cfg)):,})")
+    assert n == PAPER_PARAMS
+    with torch.no_grad():  # saturate the (zero-initialised) flow head to exercise the output ranges
+        G.motion.flow_head.weight.normal_(0, 1.0)
+    img = torch.rand(1, 3, 256, 256) * 2 - 1
+    neutral = face_landmarks(1, 256)
+    driven = neutral + torch.randn_like(neutral) * 3
+    emo = torch.zeros(1, cfg.emotion_dim)
+    emo[0, 5] = emo[0, 9] = 1
+    with torch.no_grad():
+        out = G(img, neutral, driven, emo)
+    expected = {
+        "identity_e1": (1, 64, 256, 256), "identity_e2": (1, 128, 128, 128), "identity_f_t": (1, 256, 64, 64),
+        "heatmap_diff": (1, 69, 64, 64), "motion_input": (1, 325, 64, 64), "motion_enc1": (1, 512, 32, 32),
+        "motion_bottleneck": (1, 1024, 16, 16), "emotion_feature": (1, 128), "motion_fused": (1, 1024, 16, 16),
+        "motion_dec1": (1, 512, 32, 32), "motion_features": (1, 256, 64, 64), "flow": (1, 2, 64, 64),
+        "occlusion": (1, 1, 64, 64), "occlusion_maps": (1, 2, 64, 64), "decoder_input": (1, 256, 64, 64),
+        "decoder_bottleneck": (1, 256, 64, 64), "decoder_up1": (1, 128, 128, 128),
+        "decoder_up2": (1, 64, 256, 256), "image": (1, 3, 256, 256)}
+    for k, shape in expected.items():
+        assert tuple(out[k].shape) == shape, k
+    flow, occ = out["flow"], out["occlusion"]
+    assert flow.abs().max() <= 1 and flow.abs().max() > 0.5  # tanh range, really used
+    assert occ.min() >= 0 and occ.max() <= 1
+    assert torch.allclose(out["occlusion_maps"].sum(1), torch.ones(1, 64, 64), atol=1e-5)  # softmax
+    assert out["image"].abs().max() <= 1
+    assert tuple(FrameDiscriminator()(out["image"]).shape) == (1, 1, 30, 30)  # 70×70 PatchGAN
+
+
+def test_config_scales_and_validates():
+    cfg = small_cfg(image_size=64, base_channels=64, width_mult=0.25)
+    assert cfg.channels == 16 and cfg.heatmap_size == 16
+    G = TextureGenerator(cfg)
+    out = G(torch.zeros(2, 3, 64, 64), face_landmarks(2, 64), face_landmarks(2, 64, 1.0), torch.zeros(2, 11))
+    assert tuple(out["motion_input"].shape) == (2, 4 * 16 + 69, 16, 16)
+    assert tuple(out["motion_bottleneck"].shape) == (2, 256, 4, 4)
+    with pytest.raises(ConfigError):
+        TextureModelConfig(image_size=100).validate()
+    with pytest.raises(ConfigError):
+        TextureModelConfig(flow_mode="sideways").validate()
+
+
+def test_heatmaps_peaks_background_and_difference_sign():
+    lm = torch.tensor([[[10.0, 20.0]] * 68])  # (1, 68, 2) in a 64² crop -> 16² heatmaps
+    lm[0, 1] = torch.tensor([40.0, 8.0])
+    h = landmark_heatmaps(lm, 64, 16, sigma=1.0)
+    assert tuple(h.shape) == (1, 69, 16, 16)
+    # pixel-index convention: x = 10 -> (10.5) / 4 - 0.5 = 2.125 -> peak at column 2; y = 20 -> 4.625 -> row 5
+    peak = torch.nonzero(h[0, 0] == h[0, 0].max())[0].tolist()
+    assert peak == [5, 2]
+    assert torch.allclose(h[0, 68], 1 - h[0, :68].amax(0))  # background = 1 - max
+    assert h[0, 68].max() > 0.99 and h[0, 68].min() < 0.2
+    same = heatmap_difference(lm, lm, 64, 16)
+    assert same.abs().max() == 0
+    moved = lm.clone()
+    moved[0, 1, 0] += 8.0  # landmark 1 moves two heatmap pixels right
+    diff = heatmap_difference(lm, moved, 64, 16)  # driven minus neutral
+    new_peak = landmark_heatmaps(moved, 64, 16)[0, 1].argmax()
+    old_peak = h[0, 1].argmax()
+    assert diff[0, 1].flatten()[new_peak] > 0.5 and diff[0, 1].flatten()[old_peak] < -0.5
+
+
+def test_warp_identity_and_shift():
+    f = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    assert torch.allclose(warp(f, torch.zeros(2, 2, 4, 4)), f, atol=1e-4)
+    flow = torch.zeros(2, 2, 8, 8)
+    flow[:, 0] = 2.0 / 8  # sample one pixel to the right
+    shifted = warp(f, flow)
+    assert torch.allclose(shifted[..., :-1], f[..., 1:], atol=1e-4)
+
+
+@pytest.mark.parametrize("flow_mode,occlusion,image_skip", [("warp", "softmax", False), ("concat", "softmax", False),
+                                                            ("warp", "sigmoid", False), ("warp", "softmax", True)])
+def test_every_parameter_gets_gradient_in_a_training_step(flow_mode, occlusion, image_skip):
+    mcfg = small_cfg(flow_mode=flow_mode, occlusion=occlusion, image_skip=image_skip)
+    cfg = TextureTrainConfig(model=mcfg)
+    cfg.loss.perceptual = "none"
+    cfg.data.augment.enabled = True
+    task = TextureTask(cfg)
+    with pytest.warns(UserWarning, match="perceptual loss: none"):
+        modules = task.build_modules()
+    opts = task.build_optimizers(modules)
+    ctx = StepContext(modules, modules, opts, torch.device("cpu"), None, None, 0.0)
+    B = 2
+    batch = {"identity": torch.rand(B, 3, 32, 32) * 2 - 1, "target": torch.rand(B, 3, 32, 32) * 2 - 1,
+             "identity_landmarks": face_landmarks(B, 32), "target_landmarks": face_landmarks(B, 32, 1.0),
+             "emotion": torch.eye(11)[:B]}
+    logs = task.train_step(batch, ctx)
+    assert {"rec", "adv_g", "adv_d", "total"} <= set(logs) and all(math.isfinite(v) for v in logs.values())
+    G = modules["generator"]
+    dead = [n for n, p in G.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
+    assert not dead, f"no gradient reached {dead}"
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for p in modules["discriminator"].parameters())
+
+
+@pytest.mark.parametrize("image_skip", [False, True])
+def test_cached_identity_features_and_broadcast(image_skip):
+    G = TextureGenerator(small_cfg(image_skip=image_skip)).eval()
+    img = torch.rand(1, 3, 32, 32) * 2 - 1
+    neutral = face_landmarks(1, 32)
+    driven = face_landmarks(3, 32, 1.0)
+    emo = torch.zeros(1, 11)
+    with torch.no_grad():
+        feats = G.encode_identity(img)
+        assert isinstance(feats, IdentityFeatures)
+        a = G(feats, neutral, driven, emo)["image"]
+        b = G(img.expand(3, -1, -1, -1), neutral.expand(3, -1, -1), driven, emo.expand(3, -1))["image"]
+    assert tuple(a.shape) == (3, 3, 32, 32)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_identity_parameters_are_exactly_E_T_and_D_T():
+    G = TextureGenerator(small_cfg())
+    names = set(G.identity_parameter_names())
+    assert names == {n for n, _ in G.named_parameters() if n.split(".")[0] in ("identity_encoder", "decoder")}
+    assert any(n.startswith("decoder.blocks.0.norm1.affine") for n in names)  # AdaIN maps belong to D_T
+    ids = {id(p) for p in G.identity_parameters()}
+    others = [n for n, p in G.named_parameters() if id(p) not in ids]
+    assert others and all(n.split(".")[0] in ("motion", "emotion_encoder") for n in others)
+
+
+def test_reconstruction_and_adversarial_losses():
+    a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
+    assert reconstruction_loss(a, b).item() == pytest.approx(0.5)
+    z = torch.zeros(1, 1, 3, 3)
+    assert d_loss(z, z).item() == pytest.approx(2 * math.log(2), rel=1e-5)
+    assert g_loss(z).item() == pytest.approx(math.log(2), rel=1e-5)
+    assert d_loss(torch.full_like(z, 10), torch.full_like(z, -10)).item() < 1e-3  # a perfect D
+    fake = torch.zeros(1, 1, 3, 3, requires_grad=True)
+    g_loss(fake).backward()
+    assert (fake.grad < 0).all()  # G pushes its logits up (non-saturating)
+
+
+def test_augmentation_is_consistent_deterministic_and_bounded():
+    torch.manual_seed(3)
+    ident = torch.rand(4, 3, 16, 16) * 2 - 1
+    target = ident.clone()
+    target[:, :, 4:8, 4:8] = -ident[:, :, 4:8, 4:8]  # differs only inside a square
+    cfg = ColorAugmentConfig(p=1.0)
+    g1 = torch.Generator().manual_seed(7)
+    a1, t1 = augment_consistent(ident, target, cfg=cfg, generator=g1)
+    mask = torch.ones(16, 16, dtype=torch.bool)
+    mask[4:8, 4:8] = False
+    assert torch.equal(a1[..., mask], t1[..., mask])  # the same transform on both images
+    assert not torch.allclose(a1, ident, atol=1e-3)  # and it does something
+    assert a1.min() >= -1 and a1.max() <= 1
+    a2, _ = augment_consistent(ident, target, cfg=cfg, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a1, a2)
+    # per-sample transforms differ; p = 0 and enabled = false are identities
+    assert not torch.allclose(a1[0] - ident[0], a1[1] - ident[1])
+    n1, _ = augment_consistent(ident, target, cfg=ColorAugmentConfig(p=0.0))
+    assert torch.allclose(n1, ident, atol=1e-5)
+    assert augment_consistent(ident, cfg=ColorAugmentConfig(enabled=False))[0] is ident
+    # the global RNG drives it by default (what the trainer checkpoints)
+    torch.manual_seed(11)
+    x1 = augment_consistent(ident, cfg=cfg)[0]
+    torch.manual_seed(11)
+    assert torch.equal(x1, augment_consistent(ident, cfg=cfg)[0])
+
+
+# ----------------------------------------------------------------------------------- perceptual loss
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    """torchvision's cache dir pointed at an empty folder (whatever this machine has cached)."""
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    return hub
+
+
+def test_missing_vgg16_weights_stop_the_run(empty_hub, tmp_path):
+    with pytest.raises(MissingWeightsError) as e:
+        resolve_vgg16_weights(None)
+    msg = str(e.value)
+    assert VGG16_FILE in msg and "loss.vgg16_weights" in msg and str(empty_hub / "checkpoints") in msg
+    assert "vgg16-random" in msg  # names the explicit alternatives
+    with pytest.raises(MissingWeightsError, match="does-not-exist.pth"):
+        resolve_vgg16_weights(tmp_path / "does-not-exist.pth")
+    cfg = TextureTrainConfig(model=small_cfg())  # the default: the paper's VGG16, no weights given
+    with pytest.raises(MissingWeightsError, match="loss.vgg16_weights"):
+        TextureTask(cfg).build_modules()
+
+
+def test_vgg16_stand_in_weights_load_from_file_and_cache(empty_hub, tmp_path):
+    import torchvision
+
+    ref = torchvision.models.vgg16()  # random init (no download): a stand-in for the ImageNet file
+    path = tmp_path / "stand_in_vgg16.pth"
+    torch.save(ref.state_dict(), path)
+    loss, desc = build_perceptual_loss("vgg16", str(path))
+    assert str(path) in desc
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours = loss.vgg(x)[-1]
+        theirs = ref.features[:23](((x + 1) / 2 - mean) / std)  # relu4_3
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert loss(x, x).item() == 0 and loss(x, -x).item() > 0
+    assert all(not p.requires_grad for p in loss.parameters())
+    # torchvision's cache dir is used when loss.vgg16_weights is not set
+    (empty_hub / "checkpoints").mkdir(parents=True)
+    path.rename(empty_hub / "checkpoints" / VGG16_FILE)
+    assert resolve_vgg16_weights(None) == empty_hub / "checkpoints" / VGG16_FILE
+    # a file that is not VGG16
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, bad)
+    with pytest.raises(MissingWeightsError, match="not torchvision's VGG16"):
+        build_perceptual_loss("vgg16", str(bad))
+
+
+def test_explicit_alternatives_are_named_and_random_vgg_is_fixed():
+    state = torch.get_rng_state()
+    with pytest.warns(UserWarning, match="vgg16-random"):
+        loss, desc = build_perceptual_loss("vgg16-random")
+    assert torch.equal(state, torch.get_rng_state())  # building it does not consume the run's RNG
+    assert "weaker" in desc
+    other = random_vgg16_features()
+    assert all(torch.equal(a, b) for a, b in zip(loss.vgg.state_dict().values(), other.state_dict().values()))
+    with pytest.warns(UserWarning, match="none"):
+        none, desc = build_perceptual_loss("none")
+    assert none is None and "none" in desc

@@ -1,0 +1,131 @@
+"""G_T training through the shared trainer on generated data (real photos warped by known landmark motion)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emotalk.config import load_config
+from emotalk.data.texture_dataset import TextureFrameDataset
+from emotalk.errors import MissingWeightsError
+from emotalk.train.tasks import build_task
+from emotalk.train.trainer import Trainer
+from texture_fixtures import make_warped_texture_dataset
+
+SUBJECTS = "[astronaut,grace_hopper]"
+
+
+@pytest.fixture(scope="module")
+def warped_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tex")
+    train = make_warped_texture_dataset(root / "train", size=64, clips_per_subject=3, frames=16, seed=0)
+    heldout = make_warped_texture_dataset(root / "heldout", size=64, clips_per_subject=1, frames=12, seed=1)
+    return train, heldout
+
+
+def tiny(root, run_dir, *overrides):
+    return load_config("texture/tiny", [f"data.root={root}", f"train.run_dir={run_dir}", "train.progress=false",
+                                        "train.tensorboard=false", f"data.train_subjects={SUBJECTS}",
+                                        *overrides])
+
+
+def fit(cfg):
+    trainer = Trainer(build_task(cfg))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return trainer
+
+
+def test_dataset_items_and_subject_split(warped_data):
+    train, _ = warped_data
+    ds = TextureFrameDataset(train, ["grace_hopper"], image_size=32)
+    assert len(ds) == 3 * 16 and ds.subjects == ["grace_hopper"]
+    item = ds[5]
+    assert tuple(item["identity"].shape) == (3, 32, 32) and tuple(item["target"].shape) == (3, 32, 32)
+    assert item["identity"].min() >= -1 and item["target"].max() <= 1
+    assert tuple(item["target_landmarks"].shape) == (68, 2) and tuple(item["emotion"].shape) == (11,)
+    full = TextureFrameDataset(train, ["grace_hopper"], image_size=64)
+    # landmarks follow the resize (pixel-index convention: x' = (x + 0.5) * s - 0.5)
+    assert torch.allclose(item["target_landmarks"], (full[5]["target_landmarks"] + 0.5) * 0.5 - 0.5, atol=1e-5)
+    assert not torch.equal(full[0]["target"], full[0]["identity"])  # a driven frame, not the reference
+
+
+def heldout_l1(G, heldout) -> tuple[float, float]:
+    ds = TextureFrameDataset(heldout, image_size=G.cfg.image_size)
+    b = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    G.eval()
+    with torch.no_grad():
+        fake = G(b["identity"], b["identity_landmarks"], b["target_landmarks"], b["emotion"])["image"]
+    return float((fake - b["target"]).abs().mean()), float((b["identity"] - b["target"]).abs().mean())
+
+
+@pytest.mark.parametrize("image_skip", [True, False], ids=["tiny", "tiny-paper-decoder"])
+def test_tiny_config_beats_return_the_input_on_heldout_frames(warped_data, tmp_path, image_skip):
+    train, heldout = warped_data
+    # the tiny config (64², c = 16, λ_adv = 0.1, augmentation on, image_skip on) and the same with the
+    # paper's decoder-only output; the perceptual term is off here only to keep the test short
+    # (tiny.yaml's vgg16-random is exercised below and in test_texture_model)
+    cfg = tiny(train, tmp_path / "run", "train.steps=200", "loss.perceptual=none", "train.ckpt_every=200",
+               "train.log_every=10", f"model.image_skip={str(image_skip).lower()}")
+    trainer = fit(cfg)
+    l1, baseline = heldout_l1(trainer.modules["generator"], heldout)
+    print(f"held-out driven frames (image_skip={image_skip}): G_T L1 {l1:.4f} vs return-the-input {baseline:.4f}")
+    assert baseline > 0.15  # the frames really move
+    assert l1 < 0.8 * baseline
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "perceptual loss: none" in log  # the run log names the perceptual choice
+
+
+@pytest.mark.parametrize("mode", ["warp", "concat"])
+def test_both_flow_modes_train(warped_data, tmp_path, mode):
+    train, _ = warped_data
+    # the paper's decoder-only output (image_skip off): the two readings of eq. (5) on their own
+    cfg = tiny(train, tmp_path / mode, f"model.flow_mode={mode}", "model.image_skip=false", "train.steps=60",
+               "loss.perceptual=none",
+               "loss.lambda_adv=0", "train.log_every=1", "train.ckpt_every=1000", "data.augment.enabled=false")
+    trainer = fit(cfg)
+    rec = [r["rec"] for r in trainer.history if r["split"] == "train"]
+    assert len(rec) == 60
+    first, last = np.mean(rec[:10]), np.mean(rec[-10:])
+    print(f"{mode}: L1 {first:.4f} -> {last:.4f}")
+    assert last < 0.7 * first
+
+
+def test_resume_is_exact_with_augmentation_and_gan(warped_data, tmp_path):
+    train, _ = warped_data
+    common = ("loss.perceptual=none", "train.log_every=1", "train.batch_size=4", "train.val_every=0",
+              "model.width_mult=0.125", "model.image_size=32")
+    straight = fit(tiny(train, tmp_path / "a", "train.steps=6", "train.ckpt_every=6", *common))
+    fit(tiny(train, tmp_path / "b", "train.steps=3", "train.ckpt_every=3", *common))
+    cfg = tiny(train, tmp_path / "b", "train.steps=6", "train.ckpt_every=3", *common)
+    resumed = Trainer(build_task(cfg), resume=str(tmp_path / "b"))
+    resumed.fit()
+    for name in ("generator", "discriminator"):
+        a, b = straight.modules[name].state_dict(), resumed.modules[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_missing_vgg16_weights_stop_training_with_a_clear_message(warped_data, tmp_path, monkeypatch):
+    train, _ = warped_data
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    cfg = tiny(train, tmp_path / "run", "loss.perceptual=vgg16", "train.steps=1")
+    with pytest.raises(MissingWeightsError) as e:
+        fit(cfg)
+    assert "vgg16-397923af.pth" in str(e.value) and "loss.vgg16_weights" in str(e.value)
+
+
+def test_tiny_yaml_perceptual_choice_is_logged(warped_data, tmp_path):
+    train, _ = warped_data
+    cfg = tiny(train, tmp_path / "run", "train.steps=2", "train.batch_size=2", "train.ckpt_every=2",
+               "train.val_batches=1", "data.val_max_frames=2")
+    assert cfg.loss.perceptual == "vgg16-random"  # what tiny.yaml chooses (offline)
+    with pytest.warns(UserWarning, match="vgg16-random"):
+        trainer = fit(cfg)
+    assert "vgg16-random" in (tmp_path / "run" / "log.txt").read_text()
+    assert "per" in trainer.history[-1] or any("per" in r for r in trainer.history)
