@@ -144,7 +144,6 @@ def main(argv=None) -> int:
         sampler = RssSampler()
         rss0 = rss_bytes()
         sampler.start()
-        t0 = time.perf_counter()
         r = pipe.generate(image, wav, emotion="happy", intensity=2, out=Path(tmp) / "out.mp4",
                           renderer=args.renderer, finetune_steps=args.finetune_steps, batch_size=args.batch,
                           progress=sys.stderr.isatty())

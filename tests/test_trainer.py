@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from emotalk.cli.main import main
 from emotalk.config import load_config
-from emotalk.data.clip import clip_path, load_clip, save_clip
+from emotalk.data.clip import load_clip
 from emotalk.data.toy import make_toy_dataset
 from emotalk.errors import CheckpointError, DataError
 from emotalk.train import checkpoint as ckpt

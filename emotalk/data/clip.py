@@ -19,7 +19,6 @@ Every array is a plain numpy array (strings as 0-d unicode arrays), so files loa
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path

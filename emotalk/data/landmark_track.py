@@ -186,8 +186,8 @@ def make_landmarker(name: str = "dlib", weights: str | Path | None = None, devic
 # ==================================================================================================
 # detection helpers
 # ==================================================================================================
-def detect_largest(landmarker, image: np.ndarray, max_side: int = 640) -> Face | None:
-    """Largest face (landmarks fitted at full resolution), detecting on a copy downscaled to ``max_side``."""
+def detect_boxes(landmarker, image: np.ndarray, max_side: int | None = 640) -> list[tuple[float, ...]]:
+    """Face boxes in full-resolution pixels, largest first, detected on a copy downscaled to ``max_side``."""
     import cv2
 
     img = np.asarray(image)
@@ -199,10 +199,14 @@ def detect_largest(landmarker, image: np.ndarray, max_side: int = 640) -> Face |
         boxes = list(landmarker.detect_boxes(small))
     else:
         boxes = [f.box for f in landmarker.detect_faces(small)]
-    if not boxes:
-        return None
-    best = max(boxes, key=lambda b: max(b[2] - b[0], b[3] - b[1]))
-    return landmarker.fit(image, tuple(v / s for v in best))
+    boxes = [tuple(float(v) / s for v in b) for b in boxes]
+    return sorted(boxes, key=lambda b: -max(b[2] - b[0], b[3] - b[1]))
+
+
+def detect_largest(landmarker, image: np.ndarray, max_side: int = 640) -> Face | None:
+    """Largest face, landmarks fitted at full resolution (detection on a downscaled copy)."""
+    boxes = detect_boxes(landmarker, image, max_side)
+    return landmarker.fit(image, boxes[0]) if boxes else None
 
 
 # ==================================================================================================

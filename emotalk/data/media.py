@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -101,35 +100,46 @@ def probe_video(path: str | Path) -> VideoInfo:
                      has_audio=bool(re.search(r"Stream #\S+.*Audio:", err)))
 
 
-def iter_video_frames(path: str | Path, fps: float | None = None,
-                      size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """Yield RGB uint8 frames, resampled to ``fps`` when given (ffmpeg's fps filter)."""
-    info = probe_video(path)
-    w, h = size or (info.width, info.height)
-    filters = []
-    if fps:
-        filters.append(f"fps={fps}")
-    if size:
-        filters.append(f"scale={w}:{h}")
-    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-an"]
+def iter_video_frames(path: str | Path, fps: float | None = None, size: tuple[int, int] | None = None,
+                      gray: bool = False, crop: tuple[int, int, int, int] | None = None, threads: int = 0,
+                      info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Stream frames through the bundled ffmpeg: resampled to ``fps``, optionally cropped to
+    ``(x, y, w, h)`` and scaled to ``size = (w, h)``, as grey ``(H, W)`` or RGB ``(H, W, 3)`` uint8."""
+    info = info or probe_video(path)
+    w, h = info.width, info.height
+    filters = [f"fps={fps}"] if fps else []
+    if crop is not None:
+        x, y, w, h = crop
+        filters.append(f"crop={w}:{h}:{x}:{y}")
+    if size is not None:
+        w, h = size
+        filters.append(f"scale={w}:{h}:flags=area")
+    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin"]
+    if threads:
+        cmd += ["-threads", str(threads)]
+    cmd += ["-i", str(path), "-an"]
     if filters:
         cmd += ["-vf", ",".join(filters)]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    if threads:
+        cmd += ["-filter_threads", str(threads)]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "gray" if gray else "rgb24", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    frame_bytes = w * h * 3
+    shape = (h, w) if gray else (h, w, 3)
+    frame_bytes = int(np.prod(shape))
     try:
         while True:
             buf = proc.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 break
-            yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(shape)
     finally:
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace")
         proc.stderr.close()
         code = proc.wait()
     if code != 0:
-        raise DataError(f"{path}: video decoding failed ({err.strip().splitlines()[-1] if err.strip() else code})")
+        last = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"
+        raise DataError(f"{path}: video decoding failed ({last})")
 
 
 def read_video(path: str | Path, fps: float | None = None) -> np.ndarray:

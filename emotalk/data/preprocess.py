@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import subprocess
 import time
 import traceback
 from collections import Counter
@@ -99,45 +98,8 @@ class PreprocessOptions:
 def decode_frames(path: str | Path, fps: float | None, gray: bool = False,
                   crop: tuple[int, int, int, int] | None = None, scale: tuple[int, int] | None = None,
                   threads: int = 0, info: media.VideoInfo | None = None) -> Iterator[np.ndarray]:
-    """Stream frames through the bundled ffmpeg: resampled to ``fps``, optionally cropped to
-    ``(x, y, w, h)`` and scaled to ``(w, h)``, as grey ``(H, W)`` or RGB ``(H, W, 3)`` uint8."""
-    info = info or media.probe_video(path)
-    w, h = info.width, info.height
-    filters = [f"fps={fps}"] if fps else []
-    if crop is not None:
-        x, y, cw, ch = crop
-        filters.append(f"crop={cw}:{ch}:{x}:{y}")
-        w, h = cw, ch
-    if scale is not None:
-        filters.append(f"scale={scale[0]}:{scale[1]}:flags=area")
-        w, h = scale
-    cmd = [media.ffmpeg_exe(), "-v", "error", "-nostdin"]
-    if threads:
-        cmd += ["-threads", str(threads)]
-    cmd += ["-i", str(path), "-an"]
-    if filters:
-        cmd += ["-vf", ",".join(filters)]
-    if threads:
-        cmd += ["-filter_threads", str(threads)]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "gray" if gray else "rgb24", "-"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    c = 1 if gray else 3
-    nbytes = w * h * c
-    shape = (h, w) if gray else (h, w, 3)
-    try:
-        while True:
-            buf = proc.stdout.read(nbytes)
-            if len(buf) < nbytes:
-                break
-            yield np.frombuffer(buf, dtype=np.uint8).reshape(shape)
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        code = proc.wait()
-    if code != 0:
-        last = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"
-        raise DataError(f"{path}: video decoding failed ({last})")
+    """Frames resampled to ``fps``, optionally cropped to ``(x, y, w, h)`` and scaled to ``(w, h)``."""
+    return media.iter_video_frames(path, fps, size=scale, gray=gray, crop=crop, threads=threads, info=info)
 
 
 # ==================================================================================================

@@ -204,7 +204,7 @@ def build_tables(cfg: EvalConfig, results: dict[str, dict[str, float]], methods:
             continue
         # our columns: the paper's where we computed the same metric, then our offline stand-ins
         cols = [c for c in paper_cols if c in ours_cols]
-        stand_in = {"FID": "FID-dlib", "CSIM": "CSIM-dlib", "LSE-C": "AV-sync-conf"}
+        stand_in = {"FID": "FID-dlib", "CSIM": "CSIM-dlib", "LSE-C": "AV-sync-conf", "Emo-Acc": "Emo-Acc-FER"}
         for c in paper_cols:
             alt = stand_in.get(c)
             if alt and alt in ours_cols and alt not in cols and (table != "table3"):
@@ -222,7 +222,8 @@ def build_tables(cfg: EvalConfig, results: dict[str, dict[str, float]], methods:
         rows += paper_rows
         all_cols = cols + [c for c in paper_cols if c not in cols]
         md, csv_text = _table(rows, all_cols)
-        note = ("\nColumns named like the paper's are the same metrics; FID-dlib, CSIM-dlib and AV-sync-conf are "
+        note = ("\nColumns named like the paper's are the same metrics; FID-dlib, CSIM-dlib, AV-sync-conf and "
+                "Emo-Acc-FER (fer's FER-2013 classifier) are "
                 "offline stand-ins with no paper value. '—': not computed / not reported.\n")
         out[table] = (f"## {title}\n\n" + md + note, csv_text)
     return out
@@ -248,6 +249,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     results: dict[str, dict[str, float]] = {}
     details: dict[str, dict] = {}
     refs: dict[str, Any] = {}
+    shared: dict[str, dict] = {}  # per clip: ground-truth/identity landmarks and embeddings, same for every method
     for method in cfg.methods:
         pipe = gens.get(method) if method.renderer != "static" else None
         samples = []
@@ -267,9 +269,13 @@ def evaluate(cfg: EvalConfig) -> dict:
                 gt = np.stack([cv2.resize(f, (gen.shape[2], gen.shape[1]), interpolation=cv2.INTER_AREA)
                                for f in gt])
             audio = clip.audio.astype(np.float32) / 32768.0 if clip.audio is not None else None
-            samples.append(VideoSample(generated=gen, ground_truth=gt, identity=ref.image, audio=audio,
-                                       sample_rate=clip.sample_rate, fps=clip.fps, emotion=clip.emotion,
-                                       name=f"{clip.subject}/{clip.clip_id}"))
+            name = f"{clip.subject}/{clip.clip_id}"
+            sample = VideoSample(generated=gen, ground_truth=gt, identity=ref.image, audio=audio,
+                                 sample_rate=clip.sample_rate, fps=clip.fps, emotion=clip.emotion, name=name)
+            if name in shared:
+                sample.ground_truth_landmarks = shared[name]["landmarks"]
+                sample.cache.update(shared[name]["cache"])
+            samples.append(sample)
             if i < cfg.save_videos and audio is not None:
                 from emotalk.data.media import write_wav
 
@@ -279,6 +285,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                             gen, clip.fps, audio=wav)
                 wav.unlink(missing_ok=True)
         res = compute_metrics(names, samples, opts)
+        for s in samples:  # reuse what was computed on the references for the next methods
+            shared.setdefault(s.name, {"landmarks": s.ground_truth_landmarks, "cache": {
+                k: v for k, v in s.cache.items() if "ground_truth" in k or "identity" in k}})
         results[method.name] = {k: float(r.value) for k, r in res.items()}
         details[method.name] = {k: r.details for k, r in res.items()}
         neutral = [s for s in samples if s.emotion == "neutral"]

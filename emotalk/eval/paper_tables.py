@@ -2,7 +2,8 @@
 
 Column keys are the display names of the same metrics in :mod:`emotalk.eval.metrics` (the paper's
 "Sync_conf" is SyncNet's confidence, LSE-C). Offline stand-ins (FID-dlib, CSIM-dlib, AV-sync-conf) have
-no paper value: they are different metrics and are never shown as if they were the paper's.
+no paper value: they are different metrics (as is Emo-Acc-FER) and are never shown as if they were the
+paper's.
 """
 from __future__ import annotations
 

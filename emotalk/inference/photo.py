@@ -173,23 +173,12 @@ def _even(image: np.ndarray) -> np.ndarray:
 
 
 def detect_faces(image: np.ndarray, landmarker=None, detect_max_side: int = 1024):
-    """All faces (boxes in full-resolution pixels, landmarks fitted at full resolution), largest first."""
-    import cv2
-
+    """All face boxes (full-resolution pixels), largest first, and the landmarker used."""
     from emotalk.data.face_detect import DlibLandmarker
+    from emotalk.data.landmark_track import detect_boxes
 
     lm = landmarker if landmarker is not None else DlibLandmarker(upsample=1)
-    h, w = image.shape[:2]
-    s = min(1.0, float(detect_max_side) / max(h, w)) if detect_max_side else 1.0
-    small = image if s >= 1.0 else cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
-                                              interpolation=cv2.INTER_AREA)
-    if hasattr(lm, "detect_boxes"):
-        boxes = list(lm.detect_boxes(small))
-    else:
-        boxes = [f.box for f in lm.detect_faces(small)]
-    boxes = [tuple(float(v) / s for v in b) for b in boxes]
-    boxes.sort(key=lambda b: -max(b[2] - b[0], b[3] - b[1]))
-    return boxes, lm
+    return detect_boxes(lm, image, detect_max_side), lm
 
 
 def prepare_photo(image: str | Path | np.ndarray, crop_size: int = 256, landmarker=None,

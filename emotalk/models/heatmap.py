@@ -17,6 +17,9 @@ Conventions (used everywhere in G_T):
 - The difference is **driven minus neutral**: ``f_h = H(G') - H(G)`` for every channel including the
   background, so it is zero when G' = G, positive where landmarks arrive and negative where they leave
   (the sign FOMM uses for its keypoint heatmaps: driving minus source).
+
+:func:`landmark_prior_flow` (not in the paper; G_T's ``model.prior_flow``) turns the same sparse landmark
+motion into a dense backward flow on the heatmap grid, see its docstring.
 """
 from __future__ import annotations
 
@@ -26,17 +29,20 @@ from torch import Tensor
 NUM_HEATMAP_CHANNELS = 69  # 68 landmarks + background
 
 
-def landmark_heatmaps(landmarks_px: Tensor, image_size: int, size: int, sigma: float = 1.0,
+def landmark_heatmaps(landmarks_px: Tensor, image_size: int, size: int, sigma: float | Tensor = 1.0,
                       background: bool = True) -> Tensor:
     """``(B, L, 2)`` crop-pixel landmarks -> ``(B, L + 1, size, size)`` Gaussian heatmaps (see module doc).
 
-    ``sigma`` is in heatmap pixels. With ``background=False`` only the ``L`` landmark channels are returned.
+    ``sigma`` is in heatmap pixels: a number, or a ``(B,)`` tensor (one σ per sample). With
+    ``background=False`` only the ``L`` landmark channels are returned.
     """
     if landmarks_px.dim() != 3 or landmarks_px.shape[-1] != 2:
         raise ValueError(f"landmarks must have shape (B, L, 2), got {tuple(landmarks_px.shape)}")
     scale = size / float(image_size)
     pts = (landmarks_px.float() + 0.5) * scale - 0.5  # heatmap pixel coordinates
     coords = torch.arange(size, device=pts.device, dtype=pts.dtype)
+    if isinstance(sigma, Tensor):
+        sigma = sigma.to(pts.dtype).reshape(-1, 1, 1)  # (B, 1, 1)
     # separable Gaussian: exp(-(dx² + dy²)/2σ²) = exp(-dx²/2σ²) * exp(-dy²/2σ²)
     gx = torch.exp(-((coords.view(1, 1, size) - pts[..., 0:1]) ** 2) / (2 * sigma ** 2))  # (B, L, W)
     gy = torch.exp(-((coords.view(1, 1, size) - pts[..., 1:2]) ** 2) / (2 * sigma ** 2))  # (B, L, H)
@@ -52,3 +58,35 @@ def heatmap_difference(neutral_px: Tensor, driven_px: Tensor, image_size: int, s
     """``f_h = H(G') - H(G)``: driven minus neutral heatmaps, ``(B, 69, size, size)`` in [-1, 1]."""
     return (landmark_heatmaps(driven_px, image_size, size, sigma)
             - landmark_heatmaps(neutral_px, image_size, size, sigma))
+
+
+def landmark_prior_flow(neutral_px: Tensor, driven_px: Tensor, image_size: int, size: int,
+                        sigma: float = 0.08, background: float = 0.1) -> Tensor:
+    """Dense *backward* flow ``(B, 2, size, size)`` interpolated from the sparse landmark motion G -> G'.
+
+    Not in the paper (G_T's ``model.prior_flow``; the motion branch then predicts a residual to it). For an
+    output pixel ``p`` of the driven frame (a pixel centre of the ``size`` x ``size`` grid, mapped to crop
+    pixels as the heatmaps are) the place to sample the identity image at is ``p + D(p)``, with ``D`` a
+    normalised Gaussian-weighted (Nadaraya-Watson) average of the landmark displacements ``n_k - d_k``
+    (driven to neutral: ``grid_sample`` needs the backward map), the kernels centred on the *driven*
+    landmarks ``d_k``, plus a background term of weight ``background`` and displacement zero::
+
+        D(p) = sum_k w_k(p) (n_k - d_k) / (sum_k w_k(p) + background),   w_k(p) = exp(-|p - d_k|² / 2s²)
+
+    Near the face ``D`` follows the landmarks (``D(d_k) ≈ n_k - d_k`` where landmarks are dense); a few
+    ``s`` away from every landmark it falls to zero, so hair, shoulders and backdrop stay where they are
+    (FOMM's sparse motion has the same identity/background term). ``s = sigma`` times the neutral face's
+    outer-eye-corner distance (landmarks 36 and 45): the kernel scales with the face, not with the crop.
+
+    Landmarks: ``(B, 68, 2)`` crop pixels of the ``image_size`` crop (``neutral_px`` may have batch 1).
+    Returns grid_sample's normalised units (``align_corners=False``; channel 0 = x, 1 = y), the convention
+    of G_T's ``flow``; exactly zero when G' = G. Cost: one ``(B, 68, size, size)`` stack of Gaussians.
+    """
+    if neutral_px.shape != driven_px.shape:
+        neutral_px = neutral_px.expand_as(driven_px)
+    neutral, driven = neutral_px.float(), driven_px.float()
+    eye = (neutral[:, 45] - neutral[:, 36]).norm(dim=-1).clamp_min(1e-3)  # (B,) crop pixels
+    s_hm = sigma * eye * (size / float(image_size))  # σ in heatmap pixels
+    w = landmark_heatmaps(driven, image_size, size, s_hm, background=False)  # (B, L, size, size)
+    disp = (neutral - driven) * (2.0 / image_size)  # (B, L, 2): crop pixels -> normalised units
+    return torch.einsum("blhw,blc->bchw", w, disp) / (w.sum(dim=1, keepdim=True) + background)

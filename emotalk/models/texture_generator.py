@@ -23,7 +23,7 @@ Conventions
 - ``flow`` ``(B, 2, S/4, S/4)`` in [-1, 1] (tanh) is a *backward* displacement in normalised image
   coordinates (``grid_sample``'s [-1, 1] span, ``align_corners=False``), channel 0 = x, channel 1 = y:
   output position p takes identity features from ``p + flow(p)``. The flow head starts at zero, i.e. at
-  the identity warp. It is resolution independent, so it is bilinearly upsampled to warp the S/2 and S
+  the identity warp (with ``prior_flow``: at the landmark prior flow). It is resolution independent, so it is bilinearly upsampled to warp the S/2 and S
   skips.
 - ``occlusion`` ``(B, 1, S/4, S/4)`` in [0, 1] is the *visibility* weight (FOMM's convention): 1 = the
   warped identity feature is valid there, 0 = D_T must generate the content (e.g. the inside of an opening
@@ -48,6 +48,19 @@ compared:
 is ``m · warp(I_n, flow) + (1 - m) · D_T's image``: the flow-warped identity image is available to the output
 directly, so a briefly trained model starts from "copy the (warped) photo" instead of from a blurry
 reconstruction (useful for small CPU runs; the decoder still paints whatever the warp cannot explain).
+The warped photo is sampled at full S x S resolution with the bilinearly upsampled flow, so where the warp
+explains the motion the output keeps the photo's sharpness.
+
+``prior_flow`` (off by default, not in the paper): the landmarks already say how the face moves, but a
+briefly trained flow head learns almost nothing (it starts at zero, the identity warp, and the frames differ
+from the photo mostly in a few pixels around the mouth). With ``prior_flow: true`` a dense backward flow is
+interpolated from the sparse landmark motion G -> G' (:func:`emotalk.models.heatmap.landmark_prior_flow`: a
+normalised Gaussian-weighted average of the landmark displacements around the driven landmarks, ``σ =
+prior_flow_sigma`` x the outer-eye-corner distance, with a zero-displacement background term of weight
+``prior_flow_background`` so everything away from the face stays put) and the flow head predicts a
+*residual*: ``flow = clamp(prior + tanh(head), -1, 1)``. The motion is then right from step 0 and training
+refines it; the occlusion map and D_T still handle what a warp cannot (the inside of an opening mouth).
+No parameters are added (checkpoints keep their keys); ``prior_flow`` and ``flow_residual`` are returned.
 
 In both modes the D_T bottleneck is ``bottleneck_blocks`` residual blocks with AdaIN (Huang & Belongie
 2017) whose style is E_T's output f_t summarised by its per-channel mean and standard deviation; a learned
@@ -70,7 +83,7 @@ from torch.nn import functional as F
 from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS
 from emotalk.errors import ConfigError
 from emotalk.models.emotion_encoder import EmotionEncoder
-from emotalk.models.heatmap import NUM_HEATMAP_CHANNELS, heatmap_difference
+from emotalk.models.heatmap import NUM_HEATMAP_CHANNELS, heatmap_difference, landmark_prior_flow
 
 
 @dataclass
@@ -86,6 +99,9 @@ class TextureModelConfig:
     occlusion: Literal["softmax", "sigmoid"] = "softmax"
     bottleneck_blocks: int = 2  # AdaIN residual blocks at D_T's bottleneck
     image_skip: bool = False  # beyond the paper: blend D_T's image with the flow-warped identity image
+    prior_flow: bool = False  # beyond the paper: flow = landmark-interpolated prior flow + learned residual
+    prior_flow_sigma: float = 0.08  # prior's Gaussian σ, in outer-eye-corner distances of the neutral face
+    prior_flow_background: float = 0.1  # weight of the zero-displacement background term (> 0)
     # frame discriminator D (PatchGAN)
     disc_channels: int = 64
     disc_layers: int = 3
@@ -115,6 +131,8 @@ class TextureModelConfig:
             raise ConfigError("model.emotions must be non-empty and model.intensity_levels >= 1")
         if self.heatmap_sigma <= 0:
             raise ConfigError("model.heatmap_sigma must be > 0")
+        if self.prior_flow_sigma <= 0 or self.prior_flow_background <= 0:
+            raise ConfigError("model.prior_flow_sigma and model.prior_flow_background must be > 0")
         if self.bottleneck_blocks < 0 or self.disc_layers < 1 or self.disc_channels < 1:
             raise ConfigError("model.bottleneck_blocks >= 0, model.disc_layers >= 1, model.disc_channels >= 1")
 
@@ -227,7 +245,9 @@ class MotionNetwork(nn.Module):
         nn.init.zeros_(self.flow_head.weight)  # start at the identity warp
         nn.init.zeros_(self.flow_head.bias)
 
-    def forward(self, f_t: Tensor, f_h: Tensor, f_e: Tensor) -> dict[str, Tensor]:
+    def forward(self, f_t: Tensor, f_h: Tensor, f_e: Tensor, prior_flow: Tensor | None = None
+                ) -> dict[str, Tensor]:
+        """``prior_flow`` (B, 2, S/4, S/4): the flow head predicts a residual to it (``model.prior_flow``)."""
         x = torch.cat([f_t, f_h], dim=1)
         m1 = self.enc1(x)
         f_m = self.enc2(m1)
@@ -243,9 +263,15 @@ class MotionNetwork(nn.Module):
             occ = torch.sigmoid(logits)
             occ_maps = occ
         flow = torch.tanh(self.flow_head(d2))
-        return {"motion_input": x, "motion_enc1": m1, "motion_bottleneck": f_m, "motion_fused": fused,
-                "motion_dec1": d1, "motion_features": d2, "occlusion_logits": logits,
-                "occlusion_maps": occ_maps, "occlusion": occ, "flow": flow}
+        out = {"motion_input": x, "motion_enc1": m1, "motion_bottleneck": f_m, "motion_fused": fused,
+               "motion_dec1": d1, "motion_features": d2, "occlusion_logits": logits,
+               "occlusion_maps": occ_maps, "occlusion": occ}
+        if prior_flow is not None:
+            out.update(flow_residual=flow, prior_flow=prior_flow,
+                       flow=(prior_flow.to(flow.dtype) + flow).clamp(-1.0, 1.0))
+        else:
+            out["flow"] = flow
+        return out
 
 
 class ImageDecoder(nn.Module):
@@ -352,7 +378,8 @@ class TextureGenerator(nn.Module):
 
         Returns a dict with ``image`` (B, 3, S, S) in [-1, 1], ``flow`` (B, 2, S/4, S/4) in [-1, 1],
         ``occlusion`` (B, 1, S/4, S/4) in [0, 1], ``heatmap_diff`` (B, 69, S/4, S/4) and the
-        intermediate features (``identity_*``, ``motion_*``, ``decoder_*``, ``emotion_feature``).
+        intermediate features (``identity_*``, ``motion_*``, ``decoder_*``, ``emotion_feature``); with
+        ``prior_flow`` also ``prior_flow`` and ``flow_residual`` (B, 2, S/4, S/4).
         """
         cfg = self.cfg
         B = driven_landmarks.shape[0]
@@ -366,7 +393,11 @@ class TextureGenerator(nn.Module):
         f_h = heatmap_difference(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.heatmap_size,
                                  cfg.heatmap_sigma).to(f_t.dtype)
         f_e = self.emotion_encoder(emotion.to(self.emotion_encoder.conv.weight.dtype))
-        mot = self.motion(f_t, f_h, f_e)
+        prior = None
+        if cfg.prior_flow:
+            prior = landmark_prior_flow(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.heatmap_size,
+                                        cfg.prior_flow_sigma, cfg.prior_flow_background)
+        mot = self.motion(f_t, f_h, f_e, prior)
         flow, occ = mot["flow"], mot["occlusion"]
         if cfg.flow_mode == "warp":
             def gate(f: Tensor) -> Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from emotalk.data.landmark_dataset import LandmarkFrameDataset, dataset_subjects, load_clips

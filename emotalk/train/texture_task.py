@@ -140,7 +140,8 @@ class TextureTask(Task):
         m = self.cfg.model
         log(f"texture data: {len(train)} train frames ({len(self.subjects['train'])} subjects), "
             f"{len(val) if val else 0} val frames ({len(self.subjects['val'])} subjects); "
-            f"image {m.image_size}x{m.image_size}, flow_mode={m.flow_mode}, "
+            f"image {m.image_size}x{m.image_size}, flow_mode={m.flow_mode}, image_skip={m.image_skip}, "
+            f"prior_flow={m.prior_flow}, "
             f"G_T {count_parameters(ctx.raw['generator']):,} parameters")
         log(self.perceptual_description)
         if getattr(self, "sync_bn", False):
@@ -186,6 +187,8 @@ class TextureTask(Task):
             logs["adv_d"] = l_d.detach()
         with torch.no_grad():
             logs["flow_abs"] = out["flow"].detach().float().abs().mean()
+            if "flow_residual" in out:  # model.prior_flow: how far the learned flow departs from the prior
+                logs["flow_residual_abs"] = out["flow_residual"].detach().float().abs().mean()
             logs["occlusion"] = out["occlusion"].detach().float().mean()
         return {k: float(v) for k, v in logs.items()}
 
@@ -204,6 +207,7 @@ class TextureTask(Task):
     def metadata(self) -> dict:
         m = self.cfg.model
         meta = {"image_size": m.image_size, "image_value_range": [-1.0, 1.0], "flow_mode": m.flow_mode,
+                "prior_flow": m.prior_flow,
                 "perceptual": self.perceptual_description, "subjects": getattr(self, "subjects", {})}
         if not hasattr(self, "_background_rgb"):  # the training backdrop, for background replacement
             try:
