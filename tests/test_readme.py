@@ -17,6 +17,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_python_example_runs(capsys):
+    # ```python blocks are self-contained and run here; ```py blocks need trained checkpoints
     for block in _blocks("python"):
         exec(compile(block, "README.md", "exec"), {})
     assert "torch.Size([4, 68, 2])" in capsys.readouterr().out
