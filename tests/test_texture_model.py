@@ -8,7 +8,7 @@ import torch
 
 from emotalk.data.augment import ColorAugmentConfig, augment_consistent
 from emotalk.errors import ConfigError, MissingWeightsError
-from emotalk.models.heatmap import heatmap_difference, landmark_heatmaps
+from emotalk.models.heatmap import heatmap_difference, landmark_heatmaps, landmark_prior_flow
 from emotalk.models.texture_generator import (FrameDiscriminator, IdentityFeatures, TextureGenerator,
                                               TextureModelConfig, build_discriminator, count_parameters, warp)
 from emotalk.train.adversarial_loss import d_loss, g_loss
@@ -79,6 +79,8 @@ def test_config_scales_and_validates():
         TextureModelConfig(image_size=100).validate()
     with pytest.raises(ConfigError):
         TextureModelConfig(flow_mode="sideways").validate()
+    with pytest.raises(ConfigError):
+        TextureModelConfig(prior_flow=True, prior_flow_sigma=0).validate()
 
 
 def test_heatmaps_peaks_background_and_difference_sign():
@@ -110,12 +112,98 @@ def test_warp_identity_and_shift():
     assert torch.allclose(shifted[..., :-1], f[..., 1:], atol=1e-4)
 
 
-@pytest.mark.parametrize("flow_mode,occlusion,image_skip", [("warp", "softmax", False), ("concat", "softmax", False),
-                                                            ("warp", "sigmoid", False), ("warp", "softmax", True)])
-def test_every_parameter_gets_gradient_in_a_training_step(flow_mode, occlusion, image_skip):
-    mcfg = small_cfg(flow_mode=flow_mode, occlusion=occlusion, image_skip=image_skip)
+def smooth_texture(size: int) -> torch.Tensor:
+    """(1, 3, size, size) in [-1, 1]: low-frequency stripes, so bilinear resampling is nearly exact."""
+    x = torch.arange(size, dtype=torch.float32)
+    gx = torch.sin(2 * math.pi * x / 13)[None, :].expand(size, size)
+    gy = torch.cos(2 * math.pi * x / 17)[:, None].expand(size, size)
+    return torch.stack([0.6 * gx, 0.6 * gy, 0.4 * gx * gy])[None]
+
+
+def best_shift(a: torch.Tensor, b: torch.Tensor, rows: slice, cols: slice, dim: int) -> int:
+    """Integer shift s (|s| <= 5 px) along ``dim`` (-1 = x, -2 = y) with a[rows, cols] ~ b shifted by s."""
+    errs = {s: float((a[..., rows, cols] - torch.roll(b, s, dims=dim)[..., rows, cols]).abs().mean())
+            for s in range(-5, 6)}
+    return min(errs, key=errs.get)
+
+
+def test_prior_flow_moves_pixels_the_way_the_landmarks_move():
+    S, k = 64, 3
+    neutral = face_landmarks(1, S)
+    img = smooth_texture(S)
+    nose = neutral[0, 30].round().long().tolist()  # face centre, crop pixels (x, y)
+    rows, cols = slice(nose[1] - 6, nose[1] + 7), slice(nose[0] - 6, nose[0] + 7)
+    px = S / 2  # normalised flow units -> crop pixels
+    # every driven landmark k px to the right: the face centre moves k px right, the background stays put
+    driven = neutral.clone()
+    driven[..., 0] += k
+    prior = landmark_prior_flow(neutral, driven, S, S // 4)
+    assert tuple(prior.shape) == (1, 2, 16, 16)
+    cx, cy = (nose[0] + 0.5) / 4 - 0.5, (nose[1] + 0.5) / 4 - 0.5  # the nose on the 16² flow grid
+    centre = prior[0, :, round(cy), round(cx)] * px
+    assert -1.05 * k < centre[0] < -0.85 * k and abs(centre[1]) < 0.1  # backward flow: sample k px left
+    assert prior[0, :, :2, :2].abs().max() * px < 1e-3 and prior[0, :, -2:, -2:].abs().max() * px < 1e-3
+    moved = warp(img, prior)
+    assert best_shift(moved, img, rows, cols, -1) == k and best_shift(moved, img, rows, cols, -2) == 0
+    assert torch.allclose(moved[..., :4, :4], img[..., :4, :4], atol=1e-4)  # far-away background
+    # the mouth opens: lower lip and chin come down, eyes stay where they are
+    opened = neutral.clone()
+    opened[0, list(range(5, 12)) + [55, 56, 57, 58, 59, 65, 66, 67], 1] += 4
+    f = landmark_prior_flow(neutral, opened, S, S)[0] * px  # at full resolution: read it at the landmarks
+    at = lambda i: f[:, int(opened[0, i, 1].round()), int(opened[0, i, 0].round())]  # noqa: E731
+    assert at(57)[1] < -0.6 * 4 and at(8)[1] < -0.6 * 4 and abs(at(57)[0]) < 0.5
+    assert max(float(at(i).abs().max()) for i in (36, 39, 42, 45)) < 0.1
+    # no motion: exactly the identity warp
+    assert landmark_prior_flow(neutral, neutral, S, S // 4).abs().max() == 0
+    # through G_T: the flow is the prior plus the (zero-initialised) residual head, clamped to [-1, 1]
+    G = TextureGenerator(small_cfg(image_size=S, prior_flow=True, image_skip=True)).eval()
+    emo = torch.zeros(1, 11)
+    with torch.no_grad():
+        out = G(img, neutral, driven, emo)
+        assert torch.equal(out["flow"], out["prior_flow"]) and out["flow_residual"].abs().max() == 0
+        assert torch.allclose(out["prior_flow"], prior)
+        assert G(img, neutral, neutral, emo)["flow"].abs().max() == 0
+        G.motion.flow_head.bias.fill_(-10.0)  # saturate the residual: the sum stays a valid flow
+        sat = G(img, neutral, driven, emo)
+    total = sat["prior_flow"] + sat["flow_residual"]
+    assert total.min() < -1 and torch.equal(sat["flow"], total.clamp(-1, 1)) and sat["flow"].min() == -1
+
+
+def test_prior_flow_off_is_the_plain_model_and_adds_no_parameters():
+    from emotalk.config import load_config
+
+    assert TextureModelConfig().prior_flow is False
+    assert load_config("texture/mead").model.prior_flow is False  # the paper's model
+    assert load_config("texture/tiny").model.prior_flow is True  # the CPU demo
+    torch.manual_seed(0)
+    plain = TextureGenerator(small_cfg())
+    torch.manual_seed(0)
+    prior = TextureGenerator(small_cfg(prior_flow=True))
+    a, b = plain.state_dict(), prior.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same weights, same checkpoints
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    neutral, driven, emo = face_landmarks(2, 32), face_landmarks(2, 32, 1.0), torch.eye(11)[:2]
+    with torch.no_grad():
+        assert plain.eval()(img, neutral, driven, emo)["flow"].abs().max() == 0  # zero head: identity warp
+        plain.motion.flow_head.weight.normal_(0, 0.1)
+        prior.load_state_dict(plain.state_dict())
+        p0 = plain(img, neutral, driven, emo)
+        p1 = prior.eval()(img, neutral, driven, emo)
+    assert "prior_flow" not in p0 and "flow_residual" not in p0
+    assert torch.equal(p0["flow"], torch.tanh(plain.motion.flow_head(p0["motion_features"])))
+    assert torch.equal(p1["flow_residual"], p0["flow"]) and torch.equal(p1["occlusion"], p0["occlusion"])
+    assert torch.allclose(p1["flow"], (p1["prior_flow"] + p0["flow"]).clamp(-1, 1))
+    assert not torch.allclose(p1["image"], p0["image"])
+
+
+@pytest.mark.parametrize("flow_mode,occlusion,image_skip,prior_flow", [
+    ("warp", "softmax", False, False), ("concat", "softmax", False, False), ("warp", "sigmoid", False, False),
+    ("warp", "softmax", True, False), ("warp", "softmax", True, True)])
+def test_every_parameter_gets_gradient_in_a_training_step(flow_mode, occlusion, image_skip, prior_flow):
+    mcfg = small_cfg(flow_mode=flow_mode, occlusion=occlusion, image_skip=image_skip, prior_flow=prior_flow)
     cfg = TextureTrainConfig(model=mcfg)
     cfg.loss.perceptual = "none"
+    cfg.loss.lambda_decoded = 1.0 if image_skip else 0.0  # D_T's own image is also compared with the target
     cfg.data.augment.enabled = True
     task = TextureTask(cfg)
     with pytest.warns(UserWarning, match="perceptual loss: none"):
@@ -128,6 +216,7 @@ def test_every_parameter_gets_gradient_in_a_training_step(flow_mode, occlusion, 
              "emotion": torch.eye(11)[:B]}
     logs = task.train_step(batch, ctx)
     assert {"rec", "adv_g", "adv_d", "total"} <= set(logs) and all(math.isfinite(v) for v in logs.values())
+    assert ("rec_decoded" in logs) == image_skip and ("flow_residual_abs" in logs) == prior_flow
     G = modules["generator"]
     dead = [n for n, p in G.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
     assert not dead, f"no gradient reached {dead}"

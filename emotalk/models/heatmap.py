@@ -61,7 +61,7 @@ def heatmap_difference(neutral_px: Tensor, driven_px: Tensor, image_size: int, s
 
 
 def landmark_prior_flow(neutral_px: Tensor, driven_px: Tensor, image_size: int, size: int,
-                        sigma: float = 0.08, background: float = 0.1) -> Tensor:
+                        sigma: float = 0.1, background: float = 0.01) -> Tensor:
     """Dense *backward* flow ``(B, 2, size, size)`` interpolated from the sparse landmark motion G -> G'.
 
     Not in the paper (G_T's ``model.prior_flow``; the motion branch then predicts a residual to it). For an

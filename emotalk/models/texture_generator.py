@@ -100,8 +100,8 @@ class TextureModelConfig:
     bottleneck_blocks: int = 2  # AdaIN residual blocks at D_T's bottleneck
     image_skip: bool = False  # beyond the paper: blend D_T's image with the flow-warped identity image
     prior_flow: bool = False  # beyond the paper: flow = landmark-interpolated prior flow + learned residual
-    prior_flow_sigma: float = 0.08  # prior's Gaussian σ, in outer-eye-corner distances of the neutral face
-    prior_flow_background: float = 0.1  # weight of the zero-displacement background term (> 0)
+    prior_flow_sigma: float = 0.1  # prior's Gaussian σ, in outer-eye-corner distances of the neutral face
+    prior_flow_background: float = 0.01  # weight of the zero-displacement background term (> 0)
     # frame discriminator D (PatchGAN)
     disc_channels: int = 64
     disc_layers: int = 3

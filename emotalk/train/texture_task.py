@@ -6,6 +6,9 @@
 - L_adv, eq. (8): :mod:`emotalk.train.adversarial_loss` with the PatchGAN frame discriminator (λ_adv = 1;
   0 removes the discriminator).
 
+Beyond the paper (0 by default): ``loss.lambda_decoded`` adds the L1 of D_T's own image when
+``model.image_skip`` blends it with the warped photo (see :class:`TextureLossConfig`).
+
 Each step: colour/illumination augmentation (Fig. 9, :mod:`emotalk.data.augment`) applied identically to
 the identity image and the target frame, one generator update, then one discriminator update on
 ``[real, fake.detach()]`` in a single forward. Ground-truth landmarks drive G_T in training (§4.1).
@@ -50,6 +53,10 @@ class TextureLossConfig:
     lambda_rec: float = 1.0
     lambda_per: float = 10.0
     lambda_adv: float = 1.0  # 0 disables the discriminator
+    # beyond the paper, for model.image_skip: L1 of D_T's own image (before the blend with the warped photo).
+    # Without it D_T only learns where the mask already lets it through, and in a short run the mask can
+    # settle on the (stretched) photo inside an opening mouth before D_T has learnt to paint it.
+    lambda_decoded: float = 0.0
     perceptual: Literal["vgg16", "vgg16-random", "none"] = "vgg16"
     vgg16_weights: str | None = None  # torchvision's vgg16-397923af.pth (else torchvision's cache dir)
     perceptual_layer_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
@@ -66,8 +73,8 @@ class TextureTrainConfig:
 
     def validate(self) -> None:
         lo = self.loss
-        if min(lo.lambda_rec, lo.lambda_per, lo.lambda_adv) < 0:
-            raise ConfigError("loss.lambda_rec, loss.lambda_per and loss.lambda_adv must be >= 0")
+        if min(lo.lambda_rec, lo.lambda_per, lo.lambda_adv, lo.lambda_decoded) < 0:
+            raise ConfigError("loss.lambda_rec, loss.lambda_per, loss.lambda_adv and loss.lambda_decoded must be >= 0")
         if len(lo.perceptual_layer_weights) != 4:
             raise ConfigError("loss.perceptual_layer_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
 
@@ -165,6 +172,10 @@ class TextureTask(Task):
             l_rec = reconstruction_loss(fake, target)
             loss = lo.lambda_rec * l_rec
             logs = {"rec": l_rec.detach()}
+            if lo.lambda_decoded > 0 and "decoded_image" in out:
+                l_dec = reconstruction_loss(out["decoded_image"], target)
+                loss = loss + lo.lambda_decoded * l_dec
+                logs["rec_decoded"] = l_dec.detach()
             if self.perceptual is not None:
                 l_per = self.perceptual(fake, target)
                 loss = loss + lo.lambda_per * l_per
