@@ -12,15 +12,7 @@ from emotalk.cli.main import main
 from emotalk.data.media import probe_video, write_wav
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models on shared cores: one intra-op thread is many times faster than two (no spinning)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

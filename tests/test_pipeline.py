@@ -16,15 +16,7 @@ from emotalk.errors import CheckpointError, InputError, NoFaceError
 FPS = 30.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models on shared cores: one intra-op thread is many times faster than two (no spinning)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
