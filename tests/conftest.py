@@ -31,7 +31,7 @@ def _seed():
 # ------------------------------------------------------------------------------------------------------
 TINY_LANDMARK_OVERRIDES = ["train.steps=400", "loss.lambda_gan=0", "train.ckpt_every=400", "train.val_every=400",
                            "train.val_batches=2", "train.progress=false", "train.tensorboard=false"]
-TINY_TEXTURE_OVERRIDES = ["train.steps=150", "optim.lr=1e-3", "loss.lambda_per=0", "loss.lambda_adv=0",
+TINY_TEXTURE_OVERRIDES = ["model.image_size=64", "train.steps=150", "optim.lr=1e-3", "loss.lambda_per=0", "loss.lambda_adv=0",
                           "train.ckpt_every=150", "train.val_every=150", "train.val_batches=2",
                           "train.progress=false", "train.tensorboard=false"]
 

@@ -23,8 +23,8 @@ Conventions
 - ``flow`` ``(B, 2, S/4, S/4)`` in [-1, 1] (tanh) is a *backward* displacement in normalised image
   coordinates (``grid_sample``'s [-1, 1] span, ``align_corners=False``), channel 0 = x, channel 1 = y:
   output position p takes identity features from ``p + flow(p)``. The flow head starts at zero, i.e. at
-  the identity warp (with ``prior_flow``: at the landmark prior flow). It is resolution independent, so it is bilinearly upsampled to warp the S/2 and S
-  skips.
+  the identity warp (with ``prior_flow``: at the landmark prior flow). It is resolution independent, so
+  it is bilinearly upsampled to warp the S/2 and S skips (and, with ``image_skip``, the S x S photo).
 - ``occlusion`` ``(B, 1, S/4, S/4)`` in [0, 1] is the *visibility* weight (FOMM's convention): 1 = the
   warped identity feature is valid there, 0 = D_T must generate the content (e.g. the inside of an opening
   mouth). The paper says "softmax": with ``occlusion: softmax`` (default) the head predicts two logits
