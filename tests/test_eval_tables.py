@@ -47,3 +47,36 @@ def test_bad_eval_config_is_rejected():
         load_config("eval/mead-mini", ["methods=[{name: X, renderer: magic}]"])
     with pytest.raises(ConfigError, match="unknown metric"):
         load_config("eval/mead-mini", ["metric_names=[psnrr]"]).resolved_metrics()
+
+
+def test_clips_per_subject_spreads_over_the_emotions_and_prefers_the_strongest():
+    from pathlib import Path
+
+    from emotalk.eval.evaluate import stratified_clips
+
+    labels = {}
+    for emotion in ("angry", "happy", "neutral", "sad"):
+        for level in ((1,) if emotion == "neutral" else (1, 2, 3)):
+            for n in (1, 2):
+                labels[Path(f"S/{emotion}_level{level}_{n:03d}.npz")] = (emotion, level)
+    paths = sorted(labels)
+    two = stratified_clips(paths, labels, 2)
+    assert [p.name for p in two] == ["angry_level3_002.npz", "happy_level3_002.npz"]
+    # the next subject starts where this one stopped, so two subjects cover four emotions
+    assert [p.name for p in stratified_clips(paths, labels, 2, offset=1)] == ["neutral_level1_002.npz",
+                                                                           "sad_level3_002.npz"]
+    six = stratified_clips(paths, labels, 6)
+    assert len(set(six)) == 6 and {labels[p][0] for p in six} == {"angry", "happy", "neutral", "sad"}
+    assert len(stratified_clips(paths, labels, 100)) == len(paths)
+    assert stratified_clips(list(reversed(paths)), labels, 6) == six
+
+
+def test_ground_truth_row_shows_infinite_psnr_as_infinity():
+    cfg = load_config("eval/mead-mini")
+    results = {"Ours": {"PSNR": 25.0}, "Ground truth (real video)": {"PSNR": float("inf"), "M-LD": 0.0}}
+    methods = [EvalMethod(name="Ours", tables=["table2"]),
+               EvalMethod(name="Ground truth (real video)", renderer="reference", tables=["table2"])]
+    md = build_tables(cfg, results, methods)["table2"][0]
+    assert "| Ground truth (real video) | ∞ |" in md
+    with pytest.raises(ConfigError, match="renderer must be one of"):
+        load_config("eval/mead-mini", ["methods=[{name: X, renderer: photo}]"])

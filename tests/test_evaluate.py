@@ -15,7 +15,7 @@ def test_evaluate_command_writes_the_tables(tiny_checkpoints, tiny_mini_data, tm
                  "methods=[{name: Ours, finetune_steps: 1, tables: [table2, table4, table5], paper_row: full},"
                  " {name: Warp baseline, renderer: warp}, {name: Static neutral photo, renderer: static},"
                  " {name: Ours w/o one-shot learning, finetune_steps: 0, tables: [table4],"
-                 " paper_row: w/o one-shot learning}]"])
+                 " paper_row: w/o one-shot learning}, {name: Ground truth, renderer: reference}]"])
     assert code == 0, capsys.readouterr().err
     for table in ("table2", "table4", "table5"):
         assert (out / f"{table}.md").is_file() and (out / f"{table}.csv").is_file()
@@ -28,3 +28,7 @@ def test_evaluate_command_writes_the_tables(tiny_checkpoints, tiny_mini_data, tm
     assert results["Static neutral photo"]["CSIM-dlib"] > 0.99
     assert results["Ours"]["M-LD"] > 0 and results["Warp baseline"]["PSNR"] > 10
     assert "| w/o one-shot learning (paper) | 29.89 |" in (out / "table4.md").read_text()
+    # the real videos scored against themselves: the metrics' own ceiling
+    gt = results["Ground truth"]
+    assert gt["PSNR"] == float("inf") and gt["SSIM"] == 1.0 and gt["M-LD"] == 0.0 and gt["F-LVD"] == 0.0
+    assert "| Ground truth | ∞ | 1 |" in md2

@@ -193,6 +193,18 @@ def test_identical_videos_have_zero_landmark_errors_and_dlib_fid(face_video):
     assert s.generated_landmarks.shape == (4, 68, 2) and np.isfinite(s.generated_landmarks).all()
 
 
+def test_embedding_stride_scores_every_kth_frame_with_the_same_embeddings(face_video):
+    full = VideoSample(generated=face_video, ground_truth=face_video[::-1].copy())
+    strided = VideoSample(generated=face_video, ground_truth=face_video[::-1].copy())
+    opts = MetricOptions(embedding_stride=2)
+    res = compute_metrics(["fid_dlib"], [strided], opts)
+    assert res["FID-dlib"].details["generated_frames"] == 2 and res["FID-dlib"].details["reference_frames"] == 2
+    every = fid_mod._sample_dlib_embeddings(full, "generated", MetricOptions())
+    np.testing.assert_allclose(fid_mod._sample_dlib_embeddings(strided, "generated", opts), every[::2])
+    with pytest.raises(ConfigError, match="embedding_stride"):
+        MetricOptions(embedding_stride=0).validate()
+
+
 def _template_video(T: int = 6) -> np.ndarray:
     from emotalk.data.landmarks import canonical_template
 

@@ -245,6 +245,18 @@ def subject_path(root: str | Path, subject: str) -> Path:
     return Path(root) / "subjects" / f"{subject}.npz"
 
 
+def clip_label(path: str | Path) -> tuple[str, int]:
+    """``(emotion, intensity)`` of a processed clip, reading only those two entries (not frames or audio)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["emotion"].item()), int(z["intensity"].item()) if "intensity" in z.files else 1
+    except FileNotFoundError:
+        raise DataError(f"{path}: clip file not found") from None
+    except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, KeyError, ValueError ...
+        raise DataError(f"{path}: not a readable processed clip ({type(e).__name__}: {e}); "
+                        f"delete it and re-run preprocessing") from None
+
+
 def list_clips(root: str | Path, subjects: list[str] | None = None) -> list[Path]:
     clips_dir = Path(root) / "clips"
     paths = sorted(clips_dir.glob("*/*.npz"))

@@ -24,6 +24,7 @@ from emotalk.eval.metrics.base import MetricOptions, VideoSample, compute_metric
 from emotalk.utils.io import atomic_write_json, atomic_write_text
 
 TABLES = ("table2", "table3", "table4", "table5")
+RENDERERS = ("neural", "warp", "static", "reference")
 #: metrics that run offline with what is installed; the weight-backed ones join when their weights are set
 OFFLINE_METRICS = ("psnr", "ssim", "cpbd", "fid_dlib", "m_ld", "m_lvd", "f_ld", "f_lvd", "csim_dlib",
                    "av_sync_conf")
@@ -36,7 +37,10 @@ class EvalMethod:
     """One row: how to generate the test videos."""
 
     name: str = "Ours"
-    renderer: str = "neural"  # neural | warp | static (the neutral photo, unchanged: a baseline)
+    #: neural | warp | static (the neutral photo, unchanged: a baseline) | reference (the real test video
+    #: itself: an upper bound that calibrates the no-reference metrics, e.g. how often the emotion
+    #: classifier is right on real faces)
+    renderer: str = "neural"
     checkpoints: str = ""  # folder with landmark/ and texture/; "" = EvalConfig.checkpoints
     landmark: str = ""  # G_L checkpoint or run folder overriding checkpoints/landmark (Table 3 ablations)
     texture: str = ""  # G_T checkpoint or run folder overriding checkpoints/texture
@@ -47,8 +51,8 @@ class EvalMethod:
     paper_row: str = ""  # the paper's row to print beside this one in Tables 3/4 (e.g. "w/o edge weights")
 
     def validate(self) -> None:
-        if self.renderer not in ("neural", "warp", "static"):
-            raise ConfigError(f"methods[{self.name}].renderer must be neural, warp or static")
+        if self.renderer not in RENDERERS:
+            raise ConfigError(f"methods[{self.name}].renderer must be one of {', '.join(RENDERERS)}")
         bad = [t for t in self.tables if t not in TABLES]
         if bad:
             raise ConfigError(f"methods[{self.name}].tables: unknown {bad}; choose from {list(TABLES)}")
@@ -59,7 +63,7 @@ class EvalDataConfig:
     root: str = "data/processed/mead"
     subjects: list[str] = field(default_factory=list)  # test subjects (empty: all in the dataset)
     emotions: list[str] = field(default_factory=list)  # empty: all
-    clips_per_subject: int = 0  # 0: all; else the last N clips of each subject (MEAD's test sentences)
+    clips_per_subject: int = 0  # 0: all; else N per subject spread over the emotions (see stratified_clips)
     dataset_name: str = "MEAD"  # which of the paper's Table 2 blocks to print beside ours
 
 
@@ -99,26 +103,46 @@ class EvalConfig:
 
 
 def _select_clips(cfg: EvalConfig) -> list[Path]:
-    from emotalk.data.clip import list_clips
+    from emotalk.data.clip import clip_label, list_clips
 
     root = Path(cfg.data.root)
     paths = list_clips(root, cfg.data.subjects or None)
     if not paths:
         raise DataError(f"{root}: no processed clips for the evaluation subjects "
                         f"{cfg.data.subjects or '(all)'}; run 'emotalk preprocess' or fix data.subjects")
+    labels = {p: clip_label(p) for p in paths} if (cfg.data.emotions or cfg.data.clips_per_subject) else {}
     if cfg.data.emotions:
-        from emotalk.data.clip import load_clip
-
         wanted = set(cfg.data.emotions)
-        paths = [p for p in paths if load_clip(p, validate=False).emotion in wanted]
+        paths = [p for p in paths if labels[p][0] in wanted]
+    if not paths:
+        raise DataError(f"{root}: no clips left after the emotion filter {cfg.data.emotions}")
     if cfg.data.clips_per_subject:
         by_subject: dict[str, list[Path]] = {}
         for p in paths:
             by_subject.setdefault(p.parent.name, []).append(p)
-        paths = [p for ps in by_subject.values() for p in ps[-cfg.data.clips_per_subject:]]
-    if not paths:
-        raise DataError(f"{root}: no clips left after the emotion filter {cfg.data.emotions}")
+        paths = []
+        for i, subject in enumerate(sorted(by_subject)):
+            paths += stratified_clips(by_subject[subject], labels, cfg.data.clips_per_subject, offset=i)
     return paths
+
+
+def stratified_clips(paths: list[Path], labels: dict[Path, tuple[str, int]], n: int, offset: int = 0
+                     ) -> list[Path]:
+    """``n`` of one subject's clips spread over its emotions: round-robin over the emotions (starting at
+    ``offset``, so consecutive subjects cover different ones), each emotion giving its strongest-intensity,
+    last-numbered clip first (MEAD's test sentences are the last ones). Deterministic, sorted output."""
+    by_emotion: dict[str, list[Path]] = {}
+    for p in sorted(paths):
+        by_emotion.setdefault(labels[p][0], []).append(p)
+    queues = [sorted(ps, key=lambda p: (labels[p][1], p.name)) for _, ps in sorted(by_emotion.items())]
+    start = offset * n % len(queues)
+    queues = queues[start:] + queues[:start]
+    chosen: list[Path] = []
+    while len(chosen) < min(n, len(paths)):
+        for q in queues:
+            if q and len(chosen) < n:
+                chosen.append(q.pop())
+    return sorted(chosen)
 
 
 class _Generators:
@@ -143,6 +167,8 @@ class _Generators:
 def generate_clip(pipe, method: EvalMethod, clip, reference, blink: bool = False) -> np.ndarray:
     """Generated face frames ``(T, S, S, 3)`` for one test clip, in the reference image's coordinates."""
     T = clip.num_frames
+    if method.renderer == "reference":
+        return np.stack([clip.frame(t) for t in range(T)])
     if method.renderer == "static":
         return np.repeat(reference.image[None], T, axis=0)
     photo = pipe.prepare_photo(reference.image, size=reference.image.shape[0])
@@ -165,6 +191,8 @@ def generate_clip(pipe, method: EvalMethod, clip, reference, blink: bool = False
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v == math.inf:
+        return "∞"  # e.g. PSNR of identical frames (the ground-truth row)
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -251,7 +279,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     refs: dict[str, Any] = {}
     shared: dict[str, dict] = {}  # per clip: ground-truth/identity landmarks and embeddings, same for every method
     for method in cfg.methods:
-        pipe = gens.get(method) if method.renderer != "static" else None
+        pipe = gens.get(method) if method.renderer in ("neural", "warp") else None
         samples = []
         for i, path in enumerate(tqdm(clip_paths, desc=f"generate {method.name}", unit="clip",
                                       disable=not cfg.progress)):
@@ -275,6 +303,10 @@ def evaluate(cfg: EvalConfig) -> dict:
             if name in shared:
                 sample.ground_truth_landmarks = shared[name]["landmarks"]
                 sample.cache.update(shared[name]["cache"])
+                if method.renderer == "reference":  # generated == ground truth: reuse what was measured on it
+                    sample.generated_landmarks = shared[name]["landmarks"]
+                    sample.cache.update({k.replace("ground_truth", "generated"): v
+                                         for k, v in shared[name]["cache"].items() if "ground_truth" in k})
             samples.append(sample)
             if i < cfg.save_videos and audio is not None:
                 from emotalk.data.media import write_wav

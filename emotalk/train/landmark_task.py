@@ -115,7 +115,13 @@ class LandmarkTask(Task):
         err = (pred - batch["target"]).norm(dim=-1)  # (B, 68) canonical units
         base = (batch["neutral"] - batch["target"]).norm(dim=-1)
         mouth = list(MOUTH)
+        # how much the mouth opens and closes, predicted vs. real (1 = full amplitude; regression to the mean
+        # shows up here long before it shows in the distances)
+        gap_pred = (pred[:, 66] - pred[:, 62]).norm(dim=-1)
+        gap_true = (batch["target"][:, 66] - batch["target"][:, 62]).norm(dim=-1)
+        ratio = float(gap_pred.std() / gap_true.std().clamp_min(1e-6)) if len(gap_true) > 1 else float("nan")
         return {"ver": float(vertex_loss(pred, batch["target"])), "face_ld": float(err.mean()),
+                "mouth_open_std_ratio": ratio,
                 "mouth_ld": float(err[:, mouth].mean()), "face_ld_copy_neutral": float(base.mean()),
                 "mouth_ld_copy_neutral": float(base[:, mouth].mean())}
 

@@ -28,7 +28,6 @@ to the run log and emits as a warning when it is not the paper's setting.
 """
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -37,8 +36,6 @@ import torch
 from torch import Tensor, nn
 
 from emotalk.errors import ConfigError, MissingWeightsError
-
-log = logging.getLogger(__name__)
 
 VGG16_FILE = "vgg16-397923af.pth"
 #: name -> index of the ReLU in ``torchvision.models.vgg16().features``
@@ -195,7 +192,7 @@ def build_perceptual_loss(kind: str = "vgg16", weights: str | Path | None = None
     """Build the eq. (7) loss for ``loss.perceptual`` = ``kind``; returns (module or None, description).
 
     Raises :class:`MissingWeightsError` for ``vgg16`` without weights. The description names the choice;
-    non-paper choices are also emitted as a warning (``warnings.warn`` + logging) unless ``warn=False``.
+    non-paper choices are also emitted as a ``UserWarning`` unless ``warn=False``.
     """
     if kind == "vgg16":
         path = resolve_vgg16_weights(weights)
@@ -206,12 +203,10 @@ def build_perceptual_loss(kind: str = "vgg16", weights: str | Path | None = None
                 f"weaker than the paper's ImageNet VGG16, chosen explicitly by loss.perceptual)")
         if warn:
             warnings.warn(desc, stacklevel=2)
-            log.warning(desc)
         return PerceptualLoss(random_vgg16_features(), layer_weights, desc), desc
     if kind == "none":
         desc = "perceptual loss: none (eq. 7 disabled by loss.perceptual=none; lambda_per ignored)"
         if warn:
             warnings.warn(desc, stacklevel=2)
-            log.warning(desc)
         return None, desc
     raise ConfigError(f"loss.perceptual={kind!r} is not one of {', '.join(PERCEPTUAL_CHOICES)}")

@@ -268,10 +268,11 @@ def dlib_face_embeddings(frames: np.ndarray, landmarks: np.ndarray | None = None
 def _sample_dlib_embeddings(sample: VideoSample, which: str, opts: MetricOptions) -> np.ndarray:
     from emotalk.eval.metrics.landmark_distance import sample_landmarks
 
-    key = f"dlib_embed/{which}"
+    key = f"dlib_embed/{which}/{opts.embedding_stride}"
     if key not in sample.cache:
         lms = sample_landmarks(sample, which, opts)
-        sample.cache[key] = dlib_face_embeddings(getattr(sample, which), lms)
+        k = opts.embedding_stride
+        sample.cache[key] = dlib_face_embeddings(getattr(sample, which)[::k], lms[::k])
     return sample.cache[key]
 
 
@@ -294,8 +295,9 @@ def fid_inception(samples: Sequence[VideoSample], opts: MetricOptions) -> Metric
     """Fréchet Inception distance (pytorch-fid weights), generated vs ground-truth frames."""
     model = load_inception(opts)
     device = opts.torch_device()
-    gen = [inception_features(s.generated, model, device, opts.batch_size) for s in samples]
-    ref = [inception_features(s.ground_truth, model, device, opts.batch_size) for s in samples]
+    k = opts.embedding_stride
+    gen = [inception_features(s.generated[::k], model, device, opts.batch_size) for s in samples]
+    ref = [inception_features(s.ground_truth[::k], model, device, opts.batch_size) for s in samples]
     return _fid_result("FID", gen, ref, {"extractor": "inception-v3 pool3 (pytorch-fid)"})
 
 

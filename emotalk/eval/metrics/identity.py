@@ -156,7 +156,8 @@ def csim_arcface(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricR
     sims = []
     for s in samples:
         ref = arcface_embeddings(s.identity[None], _identity_landmarks(s, opts), model, device)[0]
-        gen = arcface_embeddings(s.generated, sample_landmarks(s, "generated", opts), model, device,
+        k = opts.embedding_stride
+        gen = arcface_embeddings(s.generated[::k], sample_landmarks(s, "generated", opts)[::k], model, device,
                                  opts.batch_size)
         sims.append(cosine_similarity(gen, ref))
     return _csim_result("CSIM", samples, sims, {"embedding": "arcface"})
