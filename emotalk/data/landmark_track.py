@@ -30,6 +30,7 @@ import numpy as np
 
 from emotalk.data.face_detect import DlibLandmarker, Face
 from emotalk.errors import DependencyError, InputError, MissingWeightsError, NoFaceError
+from emotalk.utils.weights import load_state_strict
 
 FAN_WEIGHTS_FILE = "2DFAN4-11f355bf06.pth.tar"
 FAN_WEIGHTS_ENV = "EMOTALK_FACE_ALIGNMENT_WEIGHTS"
@@ -106,11 +107,8 @@ class FaceAlignmentLandmarker:
             state = state["state_dict"]
         modules = sorted({int(k.split(".")[0][1:]) for k in state if k.startswith("m") and k.split(".")[0][1:].isdigit()})
         net = FAN(len(modules) or 4)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            raise MissingWeightsError(f"{path}: weights do not fit the FAN network ({str(e).splitlines()[0]}); "
-                                      f"supply {FAN_WEIGHTS_FILE}") from None
+        load_state_strict(net, state, f"{path}: weights do not fit the FAN network", f"supply {FAN_WEIGHTS_FILE}",
+                          error=MissingWeightsError)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.net = net.to(self.device).eval()
         self.weights_path = path

@@ -132,6 +132,11 @@ def write_report(out: str | Path, *, videos: Sequence[tuple[str, str | Path]], i
     if tables:
         parts.append("<h2>Metrics on held-out subjects (ours vs. baselines, paper numbers in grey)</h2>")
         parts += [_markdown_table_to_html(t) for t in tables]
+        parts.append("<p>The <em>Ground truth (real video)</em> row scores the test videos themselves: each "
+                     "metric's ceiling here. A metric that fails on it says nothing about the generators — e.g. "
+                     "Emo-Acc-FER, a FER-2013 classifier that mostly reads the identity of mead-mini's synthetic "
+                     "faces, not their expression; for Emo-Acc train <code>emotalk train-emotion</code> on real "
+                     "data.</p>")
     parts.append("<h2>Stage times (seconds)</h2><table>")
     parts += [f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in stage_seconds.items()]
     parts.append(f"<tr><th>total</th><th>{sum(stage_seconds.values()):.1f}</th></tr></table>")

@@ -146,9 +146,8 @@ def module_state(tensors: dict[str, torch.Tensor], module: str) -> dict[str, tor
 
 
 def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
-    try:
-        module.load_state_dict(module_state(tensors, name), strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint weights for {name!r} do not fit the model built from its config "
-                              f"({first})") from None
+    from emotalk.utils.weights import load_state_strict
+
+    load_state_strict(module, module_state(tensors, name),
+                      f"checkpoint weights for {name!r} do not fit the model built from its config",
+                      "was it written by another version or with other model settings?")

@@ -32,6 +32,7 @@ from torch import nn
 from emotalk.errors import CheckpointError, DataError
 from emotalk.eval.metrics.base import (MetricOptions, MetricResult, VideoSample, register_metric,
                                        require_weights)
+from emotalk.utils.weights import load_state_strict
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
@@ -155,8 +156,9 @@ class FIDInceptionV3(nn.Module):
         net.Mixed_7c = E(2048, max_pool=True)
         self.net = net
 
-    def load_fid_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state, strict=True)
+    def load_fid_state_dict(self, state: dict, source: str = "Inception weights") -> None:
+        load_state_strict(self.net, state, f"{source}: not pytorch-fid's Inception weights",
+                          f"use {INCEPTION_FILE}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
@@ -203,11 +205,7 @@ def load_inception(opts: MetricOptions) -> FIDInceptionV3:
     if key not in _INCEPTION_CACHE:
         model = FIDInceptionV3()
         state = load_torch_weights(path, "Inception (FID)")
-        try:
-            model.load_fid_state_dict(state)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: not pytorch-fid's Inception weights ({str(e).splitlines()[0]}); "
-                                  f"use {INCEPTION_FILE}") from None
+        model.load_fid_state_dict(state, str(path))
         _INCEPTION_CACHE.clear()
         _INCEPTION_CACHE[key] = model.eval()
     return _INCEPTION_CACHE[key]

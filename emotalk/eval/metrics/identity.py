@@ -21,6 +21,7 @@ import torch
 from emotalk.errors import CheckpointError, NoFaceError
 from emotalk.eval.metrics.base import (MetricOptions, MetricResult, VideoSample, register_metric,
                                        require_weights)
+from emotalk.utils.weights import load_state_strict
 
 ARCFACE_FILE = "backbone.pth (insightface arcface_torch, e.g. ms1mv3_arcface_r100_fp16)"
 
@@ -84,13 +85,8 @@ def build_arcface(state: dict, arch: str = "auto"):
             arch = arch_from_state_dict(state)
         except ValueError as e:
             raise CheckpointError(f"ArcFace weights: {e}; set metrics.arcface_arch") from None
-    model = iresnet(arch)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"ArcFace weights do not fit {arch} ({str(e).strip().splitlines()[0]}); use an "
-                              f"insightface arcface_torch backbone.pth or set metrics.arcface_arch") from None
-    return model.eval()
+    return load_state_strict(iresnet(arch), state, f"ArcFace weights do not fit {arch}",
+                             "use an insightface arcface_torch backbone.pth or set metrics.arcface_arch").eval()
 
 
 def load_arcface(opts: MetricOptions):

@@ -39,6 +39,7 @@ import torch
 from emotalk.errors import CheckpointError, DataError
 from emotalk.eval.metrics.base import (MetricOptions, MetricResult, VideoSample, register_metric,
                                        require_weights)
+from emotalk.utils.weights import load_state_strict
 
 SYNCNET_FILE = "syncnet_v2.model"
 SYNCNET_FPS = 25.0
@@ -235,13 +236,8 @@ _SYNCNET_CACHE: dict = {}
 def build_syncnet(state: dict):
     from emotalk.models.syncnet import SyncNet
 
-    model = SyncNet()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"SyncNet weights do not fit syncnet_python's S network "
-                              f"({str(e).strip().splitlines()[0]}); use {SYNCNET_FILE}") from None
-    return model.eval()
+    return load_state_strict(SyncNet(), state, "SyncNet weights do not fit syncnet_python's S network",
+                             f"use {SYNCNET_FILE}").eval()
 
 
 def load_syncnet(opts: MetricOptions):
