@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,16 +140,28 @@ def save_clip(clip: Clip, path: str | Path) -> None:
             np.savez(f, **payload)
 
 
-def load_clip(path: str | Path, validate: bool = True) -> Clip:
-    path = Path(path)
+@contextmanager
+def _open_npz(path: str | Path, missing: str, unreadable: str, fix: str = ""):
+    """``np.load`` without pickles; a missing or unreadable file (or an entry the caller does not find in
+    it) becomes a :class:`DataError`: ``"{path}: {missing}"`` or ``"{path}: not a readable {unreadable}
+    (...){fix}"``."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            yield z
     except FileNotFoundError:
-        raise DataError(f"{path}: clip file not found") from None
-    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError ...
-        raise DataError(f"{path}: not a readable processed clip ({type(e).__name__}: {e}); "
-                        f"delete it and re-run preprocessing") from None
+        raise DataError(f"{path}: {missing}") from None
+    except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, KeyError, ValueError, OSError ...
+        raise DataError(f"{path}: not a readable {unreadable} ({type(e).__name__}: {e}){fix}") from None
+
+
+def _open_clip(path: str | Path):
+    return _open_npz(path, "clip file not found", "processed clip", "; delete it and re-run preprocessing")
+
+
+def load_clip(path: str | Path, validate: bool = True) -> Clip:
+    path = Path(path)
+    with _open_clip(path) as z:
+        data = {k: z[k] for k in z.files}
     missing = [k for k in ("landmarks", "neutral_landmarks", "audio_features", "emotion", "fps")
                if k not in data]
     if missing:
@@ -194,15 +207,10 @@ def save_subject(ref: SubjectReference, path: str | Path) -> None:
 
 
 def load_subject(path: str | Path) -> SubjectReference:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return SubjectReference(subject=str(z["subject"].item()), image=z["image"],
-                                    crop_landmarks=z["crop_landmarks"].astype(np.float32),
-                                    neutral_landmarks=z["neutral_landmarks"].astype(np.float32))
-    except FileNotFoundError:
-        raise DataError(f"{path}: subject reference not found; re-run preprocessing") from None
-    except Exception as e:
-        raise DataError(f"{path}: not a readable subject reference ({type(e).__name__}: {e})") from None
+    with _open_npz(path, "subject reference not found; re-run preprocessing", "subject reference") as z:
+        return SubjectReference(subject=str(z["subject"].item()), image=z["image"],
+                                crop_landmarks=z["crop_landmarks"].astype(np.float32),
+                                neutral_landmarks=z["neutral_landmarks"].astype(np.float32))
 
 
 @dataclass
@@ -247,14 +255,8 @@ def subject_path(root: str | Path, subject: str) -> Path:
 
 def clip_label(path: str | Path) -> tuple[str, int]:
     """``(emotion, intensity)`` of a processed clip, reading only those two entries (not frames or audio)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z["emotion"].item()), int(z["intensity"].item()) if "intensity" in z.files else 1
-    except FileNotFoundError:
-        raise DataError(f"{path}: clip file not found") from None
-    except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, KeyError, ValueError ...
-        raise DataError(f"{path}: not a readable processed clip ({type(e).__name__}: {e}); "
-                        f"delete it and re-run preprocessing") from None
+    with _open_clip(path) as z:
+        return str(z["emotion"].item()), int(z["intensity"].item()) if "intensity" in z.files else 1
 
 
 def list_clips(root: str | Path, subjects: list[str] | None = None) -> list[Path]:

@@ -103,11 +103,12 @@ def adjacency_matrix(edges: np.ndarray | None = None, n: int = NUM_LANDMARKS) ->
     return a
 
 
-def mouth_opening(points: np.ndarray) -> np.ndarray:
-    """Mean vertical inner-lip gap; works on (..., 68, 2)."""
-    pts = np.asarray(points)
+def mouth_opening(points):
+    """Mean vertical inner-lip gap; (..., 68, 2) numpy array (or anything array-like) or torch tensor,
+    returned as the same kind."""
+    pts = points if hasattr(points, "shape") else np.asarray(points)
     gaps = [pts[..., lo, 1] - pts[..., up, 1] for up, lo in INNER_LIP_PAIRS]
-    return np.mean(gaps, axis=0)
+    return sum(gaps) / len(gaps)
 
 
 def brow_height(points: np.ndarray) -> np.ndarray:

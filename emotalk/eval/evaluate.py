@@ -164,11 +164,13 @@ class _Generators:
         return self.cache[key]
 
 
-def generate_clip(pipe, method: EvalMethod, clip, reference, blink: bool = False) -> np.ndarray:
-    """Generated face frames ``(T, S, S, 3)`` for one test clip, in the reference image's coordinates."""
+def generate_clip(pipe, method: EvalMethod, clip, reference, blink: bool = False,
+                  ground_truth: np.ndarray | None = None) -> np.ndarray:
+    """Generated face frames ``(T, S, S, 3)`` for one test clip, in the reference image's coordinates.
+    ``ground_truth``: the clip's decoded frames when the caller has them (the ``reference`` renderer's output)."""
     T = clip.num_frames
     if method.renderer == "reference":
-        return np.stack([clip.frame(t) for t in range(T)])
+        return ground_truth if ground_truth is not None else np.stack([clip.frame(t) for t in range(T)])
     if method.renderer == "static":
         return np.repeat(reference.image[None], T, axis=0)
     photo = pipe.prepare_photo(reference.image, size=reference.image.shape[0])
@@ -289,8 +291,8 @@ def evaluate(cfg: EvalConfig) -> dict:
             if clip.subject not in refs:
                 refs[clip.subject] = load_subject(subject_path(cfg.data.root, clip.subject))
             ref = refs[clip.subject]
-            gen = generate_clip(pipe, method, clip, ref, cfg.blink)
             gt = np.stack([clip.frame(t) for t in range(clip.num_frames)])
+            gen = generate_clip(pipe, method, clip, ref, cfg.blink, ground_truth=gt)
             if gt.shape[1:3] != gen.shape[1:3]:
                 import cv2
 

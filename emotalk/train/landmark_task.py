@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from emotalk.data.landmark_dataset import LandmarkFrameDataset, dataset_subjects, load_clips
-from emotalk.data.landmarks import MOUTH, adjacency_matrix
+from emotalk.data.landmarks import MOUTH, adjacency_matrix, mouth_opening
 from emotalk.data.splits import split_subjects
 from emotalk.errors import ConfigError
 from emotalk.models.landmark_generator import GraphDiscriminator, LandmarkGenerator, LandmarkModelConfig
@@ -117,8 +117,7 @@ class LandmarkTask(Task):
         mouth = list(MOUTH)
         # how much the mouth opens and closes, predicted vs. real (1 = full amplitude; regression to the mean
         # shows up here long before it shows in the distances)
-        gap_pred = (pred[:, 66] - pred[:, 62]).norm(dim=-1)
-        gap_true = (batch["target"][:, 66] - batch["target"][:, 62]).norm(dim=-1)
+        gap_pred, gap_true = mouth_opening(pred), mouth_opening(batch["target"])
         ratio = float(gap_pred.std() / gap_true.std().clamp_min(1e-6)) if len(gap_true) > 1 else float("nan")
         return {"ver": float(vertex_loss(pred, batch["target"])), "face_ld": float(err.mean()),
                 "mouth_open_std_ratio": ratio,
