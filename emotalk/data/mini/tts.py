@@ -167,13 +167,18 @@ class _EspeakClient:
         return audio, events
 
     def close(self) -> None:
-        if self.pid != os.getpid():
-            return
+        """Stop the server (only from the process that started it; a forked child leaves it to its parent)
+        and close this process's ends of the pipes. Idempotent."""
         try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=5)
-        except Exception:  # noqa: BLE001
-            self.proc.kill()
+            if self.pid == os.getpid():
+                try:
+                    self.proc.stdin.close()
+                    self.proc.wait(timeout=5)
+                except Exception:  # noqa: BLE001
+                    self.proc.kill()
+        finally:
+            for f in (self.proc.stdin, self.proc.stdout, self._stderr):
+                f.close()
 
 
 class _InProcessEngine:
@@ -221,6 +226,8 @@ def _engine():
     global _ENGINE
     with _ENGINE_LOCK:
         if _ENGINE is None or not _ENGINE.alive():
+            if _ENGINE is not None:  # inherited through a fork, or its server died: release our ends
+                _ENGINE.close()
             _ENGINE = _EspeakClient() if hasattr(os, "fork") else _InProcessEngine()
             atexit.register(_ENGINE.close)
         return _ENGINE
