@@ -69,8 +69,8 @@ class RssSampler(threading.Thread):
 
 
 def speech_track(seconds: float, path: Path) -> None:
-    from emotalk.data.media import write_wav
-    from emotalk.data.mini.tts import synthesize
+    from emotalk.data.io.media import write_wav
+    from emotalk.mini.tts import synthesize
 
     texts = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
              "It's easy to tell the depth of a well.", "These days a chicken leg is a rare dish."]
@@ -81,8 +81,8 @@ def speech_track(seconds: float, path: Path) -> None:
 
 def random_pipeline(model: str, device: str):
     from emotalk.config import load_config
-    from emotalk.data.features import feature_info
-    from emotalk.data.landmarks import adjacency_matrix
+    from emotalk.data.speech.features import feature_info
+    from emotalk.models.face_graph import adjacency_matrix
     from emotalk.inference.pipeline import Pipeline
     from emotalk.models.landmark_generator import LandmarkGenerator
     from emotalk.models.texture_generator import TextureGenerator
@@ -113,8 +113,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from emotalk.data.media import probe_video
-    from emotalk.data.photos import grace_hopper_path
+    from emotalk.data.io.media import probe_video
+    from emotalk.data.io.photos import grace_hopper_path
     from emotalk.inference.pipeline import Pipeline
 
     if args.threads:

@@ -24,9 +24,9 @@ import numpy as np
 def make_video(path: Path, wav: Path, width: int, height: int, face: int, seconds: float, fps: float) -> None:
     import cv2
 
-    from emotalk.data import media
-    from emotalk.data.face_detect import DlibLandmarker
-    from emotalk.data.photos import public_domain_photos
+    from emotalk.data.io import media
+    from emotalk.data.face.detect import DlibLandmarker
+    from emotalk.data.io.photos import public_domain_photos
 
     photo = public_domain_photos()["grace_hopper"]
     box = DlibLandmarker().largest_face(photo).box
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
-    from emotalk.data.clip import list_clips, load_clip
-    from emotalk.data.preprocess import PreprocessOptions, preprocess_dataset
+    from emotalk.data.io.clip import list_clips, load_clip
+    from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     try:

@@ -114,7 +114,7 @@ def main() -> None:
     S = cfg.image_size
     torch.manual_seed(0)
     G = TextureGenerator(cfg).to(dev).eval()
-    from emotalk.data.alignment import crop_template
+    from emotalk.data.face.alignment import crop_template
 
     lm = torch.as_tensor(crop_template(S), dtype=torch.float32, device=dev)[None]
     img = torch.rand(1, 3, S, S, device=dev) * 2 - 1

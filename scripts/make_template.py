@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.data.face_detect import DlibLandmarker
-from emotalk.data.landmarks import MIRROR, delaunay_triangles, INNER_LIP_PAIRS
-from emotalk.data.photos import public_domain_photos
+from emotalk.data.face.detect import DlibLandmarker
+from emotalk.models.face_graph import MIRROR, delaunay_triangles, INNER_LIP_PAIRS
+from emotalk.data.io.photos import public_domain_photos
 
 
 def procrustes_to(src: np.ndarray, ref: np.ndarray) -> np.ndarray:

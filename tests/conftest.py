@@ -53,8 +53,8 @@ def tiny_mini_data(tmp_path_factory):
     the ``mel`` speech features: ``SimpleNamespace(raw=Path, processed=Path)``."""
     from types import SimpleNamespace
 
-    from emotalk.data.mini.generator import generate_mini
-    from emotalk.data.preprocess import PreprocessOptions, preprocess_dataset
+    from emotalk.mini.generator import generate_mini
+    from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 
     base = _tiny_base(tmp_path_factory)
     raw, processed = base / "mead-mini", base / "processed"

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotalk.data.alignment import (STABLE_POINTS, align_to_template, apply_similarity, compose_similarity,
+from emotalk.data.face.alignment import (STABLE_POINTS, align_to_template, apply_similarity, compose_similarity,
                                     crop_template, crop_transform, invert_similarity, paste_crop, retarget,
                                     retargeted_to_image, similarity_fit, similarity_params, to_image,
                                     unretarget, warp_image)
-from emotalk.data.landmarks import MOUTH, BROWS, canonical_template
+from emotalk.models.face_graph import MOUTH, BROWS, canonical_template
 
 
 def random_similarity(rng, scale=(50, 300), shift=500):
@@ -117,8 +117,8 @@ def test_crop_transform_places_face():
 
 def test_warp_and_landmarks_agree_on_a_real_photo():
     """Landmarks mapped by the crop similarity match landmarks detected on the warped crop."""
-    from emotalk.data.face_detect import DlibLandmarker
-    from emotalk.data.photos import public_domain_photos
+    from emotalk.data.face.detect import DlibLandmarker
+    from emotalk.data.io.photos import public_domain_photos
 
     det = DlibLandmarker()
     img = public_domain_photos()["grace_hopper"]
@@ -142,7 +142,7 @@ def test_warp_and_landmarks_agree_on_a_real_photo():
 
 def test_face_geometry_for_inference():
     """A photo's geometry: predicted canonical motion lands on the photo's own face, in its crop."""
-    from emotalk.data.alignment import face_geometry
+    from emotalk.data.face.alignment import face_geometry
 
     rng = np.random.default_rng(6)
     neutral = subject_face(rng)

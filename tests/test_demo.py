@@ -4,7 +4,7 @@ import re
 import pytest
 
 from emotalk.cli.main import main
-from emotalk.data.media import probe_video
+from emotalk.data.io.media import probe_video
 
 
 @pytest.mark.slow

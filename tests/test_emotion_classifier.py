@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from emotalk.config import load_config
-from emotalk.data.clip import Clip, DatasetManifest, clip_path, encode_frames, save_clip
-from emotalk.data.landmarks import canonical_template
+from emotalk.data.io.clip import Clip, DatasetManifest, clip_path, encode_frames, save_clip
+from emotalk.models.face_graph import canonical_template
 from emotalk.errors import ConfigError
 
 EMOTIONS = ["neutral", "happy", "sad", "surprised"]
@@ -115,7 +115,7 @@ def test_classifier_beats_chance_on_held_out_subjects(trained):
 
 
 def test_emo_acc_metric_uses_the_trained_classifier(trained):
-    from emotalk.data.clip import list_clips, load_clip
+    from emotalk.data.io.clip import list_clips, load_clip
     from emotalk.eval.metrics import MetricOptions, VideoSample, compute_metric
 
     root, run = trained

@@ -1,7 +1,7 @@
 """The canonical face graph: template, K = 8 regions, Delaunay adjacency."""
 import numpy as np
 
-from emotalk.data.landmarks import (MIRROR, REGIONS, adjacency_matrix, canonical_template, delaunay_triangles,
+from emotalk.models.face_graph import (MIRROR, REGIONS, adjacency_matrix, canonical_template, delaunay_triangles,
                                     edges_from_triangles, mouth_opening, region_assignment,
                                     template_triangles)
 

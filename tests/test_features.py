@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotalk.data.features import (FEATURE_BACKENDS, PHONES, SIL_INDEX, deepspeech_stream, extract_features,
+from emotalk.data.speech.features import (FEATURE_BACKENDS, PHONES, SIL_INDEX, deepspeech_stream, extract_features,
                                    feature_info, find_deepspeech_file, frame_windows, get_feature_backend,
                                    phone_index, phone_segments, resample_stream)
 from emotalk.errors import DataError, InputError, MissingWeightsError
@@ -19,7 +19,7 @@ SR = 16000
 def espeak_tts(text: str, sr: int = SR) -> np.ndarray:
     """Speech from eSpeak NG (PyPI espeakng-loader): the project's TTS when available, else ctypes."""
     try:
-        from emotalk.data.mini.tts import synthesize
+        from emotalk.mini.tts import synthesize
 
         return np.asarray(synthesize(text, sample_rate=sr, lead=0.0, tail=0.0).audio, np.float32)
     except ImportError:

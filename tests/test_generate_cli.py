@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emotalk.cli.main import main
-from emotalk.data.media import probe_video, write_wav
+from emotalk.data.io.media import probe_video, write_wav
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,8 +21,8 @@ def inputs(tmp_path_factory):
     import cv2
     from PIL import Image
 
-    from emotalk.data.mini.tts import synthesize
-    from emotalk.data.photos import grace_hopper_path, public_domain_photos
+    from emotalk.mini.tts import synthesize
+    from emotalk.data.io.photos import grace_hopper_path, public_domain_photos
 
     d = tmp_path_factory.mktemp("inputs")
     write_wav(d / "speech.wav", synthesize("Open the crate but don't break the glass.", seed=1).audio)

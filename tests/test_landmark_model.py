@@ -10,7 +10,7 @@ from torch import nn
 
 from emotalk.config import from_dict
 from emotalk.data.emotions import emotion_vector
-from emotalk.data.landmarks import REGIONS, adjacency_matrix, canonical_template
+from emotalk.models.face_graph import REGIONS, adjacency_matrix, canonical_template
 from emotalk.errors import ConfigError
 from emotalk.models.audio_encoder import AudioEncoder
 from emotalk.models.emotion_encoder import EmotionEncoder

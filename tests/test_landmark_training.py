@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from emotalk.data.emotions import emotion_vector
-from emotalk.data.landmark_dataset import LandmarkFrameDataset, load_clips
-from emotalk.data.landmarks import BROWS, MOUTH
-from emotalk.data.toy import make_toy_dataset
+from emotalk.data.datasets.landmark import LandmarkFrameDataset, load_clips
+from emotalk.models.face_graph import BROWS, MOUTH
+from emotalk.data.datasets.toy import make_toy_dataset
 from emotalk.train.tasks import train_from_config
 
 
@@ -50,7 +50,7 @@ def test_same_audio_different_emotions_differ_where_the_emotion_acts(trained):
     corners = [48, 54]
     assert out["neutral"][:, corners, 1].mean() - out["happy"][:, corners, 1].mean() > 0.03
     # and the audio still drives the mouth identically in spirit: mouth opening correlates across emotions
-    from emotalk.data.landmarks import mouth_opening
+    from emotalk.models.face_graph import mouth_opening
 
     a, b = mouth_opening(out["neutral"]), mouth_opening(out["surprised"])
     assert np.corrcoef(a, b)[0, 1] > 0.8

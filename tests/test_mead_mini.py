@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emotalk.data.emotions import EMOTIONS
-from emotalk.data.landmarks import brow_height, canonical_template, mouth_opening
+from emotalk.models.face_graph import brow_height, canonical_template, mouth_opening
 
 EMO_RE = "|".join(EMOTIONS)
 VIDEO_RE = re.compile(rf"^([MW]\d{{3}})/video/front/({EMO_RE})/level_([123])/(\d{{3}})\.mp4$")
@@ -48,15 +48,15 @@ def _frame_rms(audio: np.ndarray, num_frames: int, sr: int = 16000, fps: float =
 
 def _procrustes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a`` similarity-aligned onto ``b``."""
-    from emotalk.data.mini.geometry import Similarity
+    from emotalk.mini.geometry import Similarity
 
     return Similarity.fit(a, b).apply(a)
 
 
 # ----------------------------------------------------------------------------------------------------
 def test_layout_is_exactly_meads(tiny):
-    from emotalk.data.media import probe_video
-    from emotalk.data.mini.generator import load_sidecar
+    from emotalk.data.io.media import probe_video
+    from emotalk.mini.generator import load_sidecar
 
     info = json.loads((tiny / "mini.json").read_text())
     files = sorted(p.relative_to(tiny).as_posix() for p in tiny.rglob("*") if p.is_file())
@@ -98,7 +98,7 @@ def test_layout_is_exactly_meads(tiny):
 
 
 def test_mead_reader_lists_every_clip_with_the_generated_splits(tiny):
-    readers = pytest.importorskip("emotalk.data.readers")
+    readers = pytest.importorskip("emotalk.data.preprocess.readers")
     listing = readers.read_mead_mini(tiny)
     info = json.loads((tiny / "mini.json").read_text())
     assert len(listing.records) == info["num_clips"] and not listing.rejected
@@ -109,9 +109,9 @@ def test_mead_reader_lists_every_clip_with_the_generated_splits(tiny):
 
 
 def test_dlib_on_generated_frames_matches_the_sidecar(tiny):
-    from emotalk.data.face_detect import DlibLandmarker
-    from emotalk.data.media import read_video
-    from emotalk.data.mini.generator import load_sidecar
+    from emotalk.data.face.detect import DlibLandmarker
+    from emotalk.data.io.media import read_video
+    from emotalk.mini.generator import load_sidecar
 
     det = DlibLandmarker(upsample=1)
     per_clip = {}
@@ -131,8 +131,8 @@ def test_dlib_on_generated_frames_matches_the_sidecar(tiny):
 
 
 def test_mouth_opening_follows_speech_energy(tiny):
-    from emotalk.data.media import load_audio
-    from emotalk.data.mini.generator import load_sidecar
+    from emotalk.data.io.media import load_audio
+    from emotalk.mini.generator import load_sidecar
 
     corrs = []
     for mp4 in _clips(tiny):
@@ -145,7 +145,7 @@ def test_mouth_opening_follows_speech_energy(tiny):
 
 def test_each_emotion_moves_the_regions_of_its_action_units(tiny):
     """Clip-mean canonical landmarks vs the same subject's neutral clip."""
-    from emotalk.data.mini.generator import load_sidecar
+    from emotalk.mini.generator import load_sidecar
 
     info = json.loads((tiny / "mini.json").read_text())
     for sid in info["subject_ids"]:
@@ -173,7 +173,7 @@ def test_each_emotion_moves_the_regions_of_its_action_units(tiny):
 
 
 def test_every_emotion_has_its_facs_signature_and_levels_scale_it():
-    from emotalk.data.mini.action_units import emotion_displacement
+    from emotalk.mini.action_units import emotion_displacement
 
     tpl = canonical_template().astype(np.float64)
     up = lambda d, idx: -d[list(idx), 1].mean()  # noqa: E731  (+ = moves up)
@@ -201,9 +201,9 @@ def test_every_emotion_has_its_facs_signature_and_levels_scale_it():
 
 
 def test_two_subjects_from_one_photo_are_different_faces(tiny):
-    from emotalk.data.landmarks import MIRROR
-    from emotalk.data.media import read_video
-    from emotalk.data.mini.generator import load_sidecar
+    from emotalk.models.face_graph import MIRROR
+    from emotalk.data.io.media import read_video
+    from emotalk.mini.generator import load_sidecar
 
     info = json.loads((tiny / "mini.json").read_text())
     by_photo: dict[str, list[str]] = {}
@@ -225,7 +225,7 @@ def test_two_subjects_from_one_photo_are_different_faces(tiny):
 
 
 def test_plan_sizes_ids_and_splits():
-    from emotalk.data.mini.generator import PhotoSpec, builtin_photos, plan_dataset
+    from emotalk.mini.generator import PhotoSpec, builtin_photos, plan_dataset
 
     photos = builtin_photos() + [PhotoSpec("me", "me.jpg", "M"), PhotoSpec("you", "you.jpg", "W")]
     small = plan_dataset("small", 0, photos)
@@ -249,7 +249,7 @@ def test_plan_sizes_ids_and_splits():
 
 
 def test_same_seed_same_landmark_bytes_other_seed_different(tiny):
-    from emotalk.data.mini.generator import build_subjects, clip_landmarks, load_sidecar, plan_dataset
+    from emotalk.mini.generator import build_subjects, clip_landmarks, load_sidecar, plan_dataset
 
     def landmarks(seed: int, which=(0, -1)):
         plan = plan_dataset("tiny", seed)
@@ -271,7 +271,7 @@ def test_same_seed_same_landmark_bytes_other_seed_different(tiny):
 
 
 def test_tts_produces_real_speech_with_monotonic_covering_phones():
-    from emotalk.data.mini.tts import Voice, synthesize
+    from emotalk.mini.tts import Voice, synthesize
 
     text = "The birch canoe slid on the smooth planks."
     sp = synthesize(text, Voice("en-us+f3", rate=170), lead=0.2, tail=0.25)

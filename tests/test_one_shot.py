@@ -11,7 +11,7 @@ from emotalk.config import to_dict
 from emotalk.errors import InputError
 from emotalk.inference.one_shot import one_shot_finetune
 from emotalk.models.texture_generator import TextureGenerator, TextureModelConfig
-from emotalk.train.checkpoint import save_checkpoint
+from emotalk.data.io.checkpoint import save_checkpoint
 from emotalk.train.texture_task import TextureTrainConfig, load_texture_generator
 from texture_fixtures import face_crop, random_motion, warp_frame
 
@@ -114,7 +114,7 @@ def test_finetune_cli_writes_an_adapted_texture_checkpoint(texture_checkpoint, t
     import cv2
 
     from emotalk.cli.main import main
-    from emotalk.data.photos import public_domain_photos
+    from emotalk.data.io.photos import public_domain_photos
 
     photo = tmp_path / "person.png"
     cv2.imwrite(str(photo), public_domain_photos()["astronaut"][..., ::-1])

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from emotalk.data.landmarks import REGIONS, brow_height, mouth_opening
-from emotalk.data.media import probe_video, read_video, write_wav
+from emotalk.models.face_graph import REGIONS, brow_height, mouth_opening
+from emotalk.data.io.media import probe_video, read_video, write_wav
 from emotalk.errors import CheckpointError, InputError, NoFaceError
 
 FPS = 30.0
@@ -28,7 +28,7 @@ def pipe(tiny_checkpoints):
 
 @pytest.fixture(scope="module")
 def hopper():
-    from emotalk.data.photos import grace_hopper_path
+    from emotalk.data.io.photos import grace_hopper_path
 
     return grace_hopper_path()  # 512 x 600 JPEG of a real person
 
@@ -36,7 +36,7 @@ def hopper():
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
     """TTS speech followed by 1 s of silence, as a wav; frame ranges of speech and of silence."""
-    from emotalk.data.mini.tts import synthesize
+    from emotalk.mini.tts import synthesize
 
     sp = synthesize("The birch canoe slid on the smooth planks.", seed=0)
     audio = np.concatenate([sp.audio, np.zeros(16000, np.float32)])
@@ -74,8 +74,8 @@ def test_generate_writes_a_complete_mp4(generated, speech):
 
 def test_paste_back_keeps_pixels_away_from_the_face(pipe, generated, hopper):
     """Outside the face crop, and on the photo's own background inside it, frames equal the photo."""
-    from emotalk.data.alignment import apply_similarity
-    from emotalk.inference.background import person_mask
+    from emotalk.data.face.alignment import apply_similarity
+    from emotalk.data.face.background import person_mask
 
     photo = pipe.prepare_photo(hopper)
     h, w = photo.image.shape[:2]
@@ -180,7 +180,7 @@ def test_silent_audio_gives_a_still_face_and_memory_stays_flat(pipe, hopper, tmp
 
 
 def test_audio_feature_windows_match_extract_features(pipe, speech):
-    from emotalk.data.features import extract_features
+    from emotalk.data.speech.features import extract_features
     from emotalk.inference.pipeline import load_speech
 
     sp = load_speech(speech.path)
@@ -192,7 +192,7 @@ def test_audio_feature_windows_match_extract_features(pipe, speech):
 
 
 def test_long_audio_features_are_computed_in_chunks_with_the_same_result():
-    from emotalk.data.features import get_feature_backend
+    from emotalk.data.speech.features import get_feature_backend
     from emotalk.inference.pipeline import chunked_stream
 
     backend = get_feature_backend("mel")
@@ -229,7 +229,7 @@ def test_load_image_converts_any_mode_to_rgb(tmp_path):
 def test_prepare_photo_uses_the_largest_face_and_says_how_many(hopper):
     import cv2
 
-    from emotalk.data.photos import public_domain_photos
+    from emotalk.data.io.photos import public_domain_photos
     from emotalk.inference.photo import load_image, prepare_photo
 
     big = load_image(hopper)  # face ~186 px

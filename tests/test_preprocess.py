@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotalk.data import media
-from emotalk.data.clip import DatasetManifest, clip_path, list_clips, load_clip, load_subject, subject_path
-from emotalk.data.face_detect import DlibLandmarker
-from emotalk.data.landmark_track import (FAN_WEIGHTS_FILE, FaceAlignmentLandmarker, TrackerOptions,
+from emotalk.data.io import media
+from emotalk.data.io.clip import DatasetManifest, clip_path, list_clips, load_clip, load_subject, subject_path
+from emotalk.data.face.detect import DlibLandmarker
+from emotalk.data.face.track import (FAN_WEIGHTS_FILE, FaceAlignmentLandmarker, TrackerOptions,
                                          make_landmarker, smooth_landmarks, track_landmarks)
-from emotalk.data.landmarks import canonical_template
-from emotalk.data.photos import public_domain_photos
+from emotalk.models.face_graph import canonical_template
+from emotalk.data.io.photos import public_domain_photos
 from emotalk.errors import MissingWeightsError, NoFaceError
 
 SR = 16000
@@ -198,7 +198,7 @@ def mini_raw(tmp_path_factory):
 
 
 def test_preprocess_dataset_end_to_end(mini_raw, tmp_path):
-    from emotalk.data.preprocess import PreprocessOptions, preprocess_dataset
+    from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 
     out = tmp_path / "processed"
     opts = PreprocessOptions(features="phonemes", crop_size=128)
@@ -287,8 +287,8 @@ def test_cli_preprocess_crema_d_with_deepspeech(tmp_path, capsys):
 
 def test_ground_truth_sidecar_landmarks(tmp_path):
     """mead-mini's <NNN>.landmarks.npz replaces tracking with --landmarks sidecar."""
-    from emotalk.data.alignment import apply_similarity, invert_similarity
-    from emotalk.data.preprocess import PreprocessOptions, preprocess_dataset
+    from emotalk.data.face.alignment import apply_similarity, invert_similarity
+    from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 
     raw = tmp_path / "raw"
     video = raw / "W001/video/front/neutral/level_1/001.mp4"

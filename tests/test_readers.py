@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from emotalk.data.emotions import EMOTIONS
-from emotalk.data.readers import (BadName, parse_crema_d_name, parse_mead_path, parse_ravdess_name,
+from emotalk.data.preprocess.readers import (BadName, parse_crema_d_name, parse_mead_path, parse_ravdess_name,
                                   read_crema_d, read_dataset, read_mead, read_mead_mini, read_ravdess)
 from emotalk.errors import DataError, InputError
 

@@ -71,7 +71,7 @@ def test_calc_pdist_equals_syncnet_python_and_the_offset_sign():
 
 def _talking(k: int, T: int = 90, fps: float = 30.0, sr: int = 16000, seed: int = 0):
     """Speech-like audio whose per-frame envelope drives the mouth opening ``k`` frames later."""
-    from emotalk.data.landmarks import INNER_LIP_PAIRS, canonical_template
+    from emotalk.models.face_graph import INNER_LIP_PAIRS, canonical_template
 
     rng = np.random.default_rng(seed)
     raw = rng.uniform(size=T + 40)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from emotalk.data.augment import ColorAugmentConfig, augment_consistent
+from emotalk.data.datasets.augment import ColorAugmentConfig, augment_consistent
 from emotalk.errors import ConfigError, MissingWeightsError
 from emotalk.models.heatmap import heatmap_difference, landmark_heatmaps, landmark_prior_flow
 from emotalk.models.texture_generator import (FrameDiscriminator, IdentityFeatures, TextureGenerator,
@@ -23,7 +23,7 @@ PAPER_PARAMS = 30_799_751
 
 
 def face_landmarks(batch: int, size: int, jitter: float = 0.0) -> torch.Tensor:
-    from emotalk.data.alignment import crop_template
+    from emotalk.data.face.alignment import crop_template
 
     lm = torch.as_tensor(crop_template(size), dtype=torch.float32)[None].repeat(batch, 1, 1)
     return lm + jitter * torch.randn_like(lm)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emotalk.config import load_config
-from emotalk.data.texture_dataset import TextureFrameDataset
+from emotalk.data.datasets.texture import TextureFrameDataset
 from emotalk.errors import MissingWeightsError
 from emotalk.train.tasks import build_task
 from emotalk.train.trainer import Trainer

@@ -10,10 +10,10 @@ import torch.multiprocessing as mp
 
 from emotalk.cli.main import main
 from emotalk.config import load_config
-from emotalk.data.clip import load_clip
-from emotalk.data.toy import make_toy_dataset
+from emotalk.data.io.clip import load_clip
+from emotalk.data.datasets.toy import make_toy_dataset
 from emotalk.errors import CheckpointError, DataError
-from emotalk.train import checkpoint as ckpt
+from emotalk.data.io import checkpoint as ckpt
 from emotalk.train.tasks import build_task, train_from_config
 from emotalk.train.trainer import StepBatchSampler, Trainer
 

@@ -1,7 +1,7 @@
 """Small generated G_T data: real public-domain face photos warped by known, smooth landmark motion.
 
 Each subject is a real photo (``skimage.data.astronaut``, matplotlib's Grace Hopper) cropped around its
-dlib landmarks with the canonical crop (``emotalk.data.alignment.crop_transform``). Every frame moves the
+dlib landmarks with the canonical crop (``emotalk.data.face.alignment.crop_transform``). Every frame moves the
 landmarks (head translation, mouth opening, smile, brow raise) and the crop is backward-warped with a
 smooth displacement field (Gaussian-kernel interpolation of the landmark displacements), so the frame's
 landmarks are exactly where the warped content went. Written as processed clips + subject references.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.data.alignment import align_to_template, apply_similarity, crop_transform, retarget, warp_image
-from emotalk.data.clip import (Clip, DatasetManifest, SubjectReference, clip_path, encode_frames, save_clip,
+from emotalk.data.face.alignment import align_to_template, apply_similarity, crop_transform, retarget, warp_image
+from emotalk.data.io.clip import (Clip, DatasetManifest, SubjectReference, clip_path, encode_frames, save_clip,
                                save_subject, subject_path)
 
 JAW_LOW = list(range(5, 12))
@@ -26,8 +26,8 @@ BROWS = list(range(17, 27))
 
 @functools.lru_cache(maxsize=None)
 def photo_landmarks() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from emotalk.data.face_detect import DlibLandmarker
-    from emotalk.data.photos import public_domain_photos
+    from emotalk.data.face.detect import DlibLandmarker
+    from emotalk.data.io.photos import public_domain_photos
 
     det = DlibLandmarker()
     out = {}

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from emotalk.errors import InputError
     from emotalk.inference.one_shot import one_shot_finetune
     from emotalk.inference.photo import prepare_photo
-    from emotalk.train.checkpoint import save_checkpoint
+    from emotalk.data.io.checkpoint import save_checkpoint
     from emotalk.train.texture_task import load_texture_generator
 
     if args.steps < 0:

@@ -3,7 +3,7 @@
     emotalk make-mini --out data/mead-mini --size tiny
     emotalk make-mini --out data/mead-mini --size small --photos me.jpg:M friend.png:W --workers 2
 
-See :mod:`emotalk.data.mini.generator` for the layout, the subject ids and the landmark sidecars.
+See :mod:`emotalk.mini.generator` for the layout, the subject ids and the landmark sidecars.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from emotalk.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emotalk.data.mini.generator import SIZES
+    from emotalk.mini.generator import SIZES
 
     p.add_argument("--out", required=True, help="output folder, e.g. data/mead-mini (new, empty, or an "
                                                 "earlier mead-mini to regenerate)")
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emotalk.data.mini.generator import generate_mini
+    from emotalk.mini.generator import generate_mini
 
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")

@@ -1,4 +1,4 @@
-"""``emotalk preprocess``: a raw dataset folder -> processed clips (see :mod:`emotalk.data.preprocess`).
+"""``emotalk preprocess``: a raw dataset folder -> processed clips (see :mod:`emotalk.data.preprocess.pipeline`).
 
     emotalk preprocess --dataset mead --root /data/MEAD --out data/processed/mead \\
         --subjects M003 M005 W009 --workers 8 --features phonemes
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from emotalk.data.alignment import DEFAULT_FACE_SCALE
-from emotalk.data.features import FEATURE_BACKENDS
-from emotalk.data.readers import DEFAULT_TEST_LAST, READERS
+from emotalk.data.face.alignment import DEFAULT_FACE_SCALE
+from emotalk.data.speech.features import FEATURE_BACKENDS
+from emotalk.data.preprocess.readers import DEFAULT_TEST_LAST, READERS
 
 
 def _subjects(values: list[str] | None) -> list[str] | None:
@@ -62,8 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emotalk.data.landmark_track import TrackerOptions
-    from emotalk.data.preprocess import PreprocessOptions, preprocess_dataset
+    from emotalk.data.face.track import TrackerOptions
+    from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
     from emotalk.errors import InputError
 
     if args.workers < 1:

@@ -59,7 +59,7 @@ def plot_landmarks(tracks: dict[str, np.ndarray], fps: float, out: str | Path, s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from emotalk.data.landmarks import brow_height, mouth_opening
+    from emotalk.models.face_graph import brow_height, mouth_opening
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for name, lm in tracks.items():

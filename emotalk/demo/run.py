@@ -87,7 +87,7 @@ class Demo:
 
     # --- stages -------------------------------------------------------------------------------------
     def make_mini(self) -> dict:
-        from emotalk.data.mini import generate_mini
+        from emotalk.mini import generate_mini
 
         if self.mini_dir.exists():  # an interrupted earlier attempt: start that stage again
             shutil.rmtree(self.mini_dir)
@@ -95,7 +95,7 @@ class Demo:
         return {"output": str(self.mini_dir), "splits": info["splits"]}
 
     def preprocess(self) -> dict:
-        from emotalk.data.preprocess import PreprocessOptions, preprocess_dataset
+        from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 
         summary = preprocess_dataset("mead-mini", self.mini_dir, self.processed_dir, workers=self.o.workers,
                                      options=PreprocessOptions(features=self.o.features),
@@ -103,7 +103,7 @@ class Demo:
         return {"output": str(self.processed_dir), "summary": str(summary)}
 
     def _train(self, config: str, name: str, overrides: list[str], splits: dict) -> dict:
-        from emotalk.train.checkpoint import latest_checkpoint
+        from emotalk.data.io.checkpoint import latest_checkpoint
         from emotalk.train.tasks import train_from_config
 
         run = self.checkpoints / name
@@ -118,9 +118,9 @@ class Demo:
         return {"output": str(run)}
 
     def generate(self, splits: dict) -> dict:
-        from emotalk.data.clip import load_subject, subject_path
-        from emotalk.data.media import write_wav
-        from emotalk.data.mini.tts import synthesize
+        from emotalk.data.io.clip import load_subject, subject_path
+        from emotalk.data.io.media import write_wav
+        from emotalk.mini.tts import synthesize
         from emotalk.inference.pipeline import Pipeline
         from emotalk.utils.io import atomic_path
 
@@ -150,7 +150,7 @@ class Demo:
             if getattr(res, "landmarks", None) is not None:
                 tracks[caption] = np.asarray(res.landmarks)
         # the same sentence on the original full-size public-domain photo (pasted back into it)
-        from emotalk.data.photos import grace_hopper_path
+        from emotalk.data.io.photos import grace_hopper_path
 
         out = gen_dir / "grace_hopper_happy.mp4"
         pipe.generate(grace_hopper_path(), wav, emotion="happy", intensity=3, out=out,
@@ -173,7 +173,7 @@ class Demo:
         return {"output": res["out_dir"], "tables": res["tables"]}
 
     def report(self, gen: dict, ev: dict) -> Path:
-        from emotalk.data.media import load_audio
+        from emotalk.data.io.media import load_audio
         from emotalk.demo.report import plot_landmarks, plot_training_curves, write_report
 
         images = []

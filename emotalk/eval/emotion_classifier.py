@@ -126,7 +126,7 @@ class EmotionFrameDataset(Dataset):
 
     def __init__(self, root: str | Path, subjects: Sequence[str], emotions: Sequence[str], image_size: int,
                  frames_per_clip: int = 8, max_clips: int = 0):
-        from emotalk.data.clip import list_clips, load_clip
+        from emotalk.data.io.clip import list_clips, load_clip
 
         self.emotions = list(emotions)
         images, labels, self.clip_subjects = [], [], []
@@ -181,8 +181,8 @@ class EmotionTask(Task):
 
     def build_datasets(self):
         if self._datasets is None:
-            from emotalk.data.landmark_dataset import dataset_subjects
-            from emotalk.data.splits import split_subjects
+            from emotalk.data.datasets.landmark import dataset_subjects
+            from emotalk.data.datasets.splits import split_subjects
 
             d, m = self.cfg.data, self.cfg.model
             subjects = dataset_subjects(d.root)
@@ -246,7 +246,7 @@ class LoadedEmotionClassifier:
 def load_emotion_classifier(path: str | Path) -> LoadedEmotionClassifier:
     """A trained classifier from a run folder, checkpoints folder or checkpoint file."""
     from emotalk.config import config_from_dict
-    from emotalk.train.checkpoint import load_checkpoint, load_module
+    from emotalk.data.io.checkpoint import load_checkpoint, load_module
 
     tensors, meta = load_checkpoint(path, kind="emotion", prefixes=("model/",))
     cfg: EmotionTrainConfig = config_from_dict(meta["config"])

@@ -103,7 +103,7 @@ class EvalConfig:
 
 
 def _select_clips(cfg: EvalConfig) -> list[Path]:
-    from emotalk.data.clip import clip_label, list_clips
+    from emotalk.data.io.clip import clip_label, list_clips
 
     root = Path(cfg.data.root)
     paths = list_clips(root, cfg.data.subjects or None)
@@ -263,8 +263,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Run the evaluation; returns ``{"results": {method: {metric: value}}, "tables": {...}, ...}``."""
     from tqdm import tqdm
 
-    from emotalk.data.clip import load_clip, load_subject, subject_path
-    from emotalk.data.media import write_video
+    from emotalk.data.io.clip import load_clip, load_subject, subject_path
+    from emotalk.data.io.media import write_video
 
     names = cfg.resolved_metrics()
     for m in cfg.methods:
@@ -311,7 +311,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                                          for k, v in shared[name]["cache"].items() if "ground_truth" in k})
             samples.append(sample)
             if i < cfg.save_videos and audio is not None:
-                from emotalk.data.media import write_wav
+                from emotalk.data.io.media import write_wav
 
                 wav = out_dir / "videos" / f".{method.name}_{i}.wav".replace(" ", "_")
                 write_wav(wav, audio, clip.sample_rate)

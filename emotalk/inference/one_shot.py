@@ -45,7 +45,7 @@ def _as_image(image, size: int, device) -> Tensor:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"the photo must be an RGB uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
-        from emotalk.data.texture_dataset import to_tensor_image
+        from emotalk.data.datasets.texture import to_tensor_image
 
         image = to_tensor_image(image)
     t = torch.as_tensor(image, dtype=torch.float32)

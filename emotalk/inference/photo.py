@@ -11,9 +11,9 @@ over white, 16-bit and float images are rescaled.
 2. refuses a face smaller than :data:`MIN_FACE_SIZE` pixels (:class:`~emotalk.errors.NoFaceError`, which
    names the minimum) - the landmarks of a tinier face are too coarse to drive anything;
 3. fits the 68 landmarks at full resolution and similarity-aligns them to the canonical template
-   (:func:`emotalk.data.alignment.align_to_template`): the aligned landmarks are G_L's input graph X;
+   (:func:`emotalk.data.face.alignment.align_to_template`): the aligned landmarks are G_L's input graph X;
 4. cuts the face crop exactly as preprocessing cuts its neutral reference
-   (:func:`emotalk.data.alignment.crop_transform` + :func:`~emotalk.data.alignment.warp_image`, border
+   (:func:`emotalk.data.face.alignment.crop_transform` + :func:`~emotalk.data.face.alignment.warp_image`, border
    replicated), so G_T sees the framing it was trained on.
 
 A photo larger than ``max_side`` is downscaled first (with a warning) and its size is made even (the last
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.data.alignment import (align_to_template, apply_similarity, crop_transform, to_image,
+from emotalk.data.face.alignment import (align_to_template, apply_similarity, crop_transform, to_image,
                                     warp_image)
-from emotalk.data.landmarks import mouth_opening
+from emotalk.models.face_graph import mouth_opening
 from emotalk.errors import InputError, NoFaceError
 
 #: Smallest usable face (the detector box's longer side, in pixels of the prepared photo).
@@ -174,8 +174,8 @@ def _even(image: np.ndarray) -> np.ndarray:
 
 def detect_faces(image: np.ndarray, landmarker=None, detect_max_side: int = 1024):
     """All face boxes (full-resolution pixels), largest first, and the landmarker used."""
-    from emotalk.data.face_detect import DlibLandmarker
-    from emotalk.data.landmark_track import detect_boxes
+    from emotalk.data.face.detect import DlibLandmarker
+    from emotalk.data.face.track import detect_boxes
 
     lm = landmarker if landmarker is not None else DlibLandmarker(upsample=1)
     return detect_boxes(lm, image, detect_max_side), lm

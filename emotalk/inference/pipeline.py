@@ -13,17 +13,17 @@ Flow of :meth:`Pipeline.generate` (each stage timed in ``GenerateResult.seconds`
    without speech is valid (a still face that shows the emotion, with a warning).
 3. **features**: the speech-feature backend the landmark checkpoint was trained with (its metadata's
    ``feature_kind`` / ``window`` / ``feature_dim``); the feature stream is computed once and cut into
-   per-frame windows batch by batch (identical to :func:`emotalk.data.features.extract_features`).
+   per-frame windows batch by batch (identical to :func:`emotalk.data.speech.features.extract_features`).
 4. **landmarks**: G_L per frame (batched) -> X' in the photo's aligned canonical space -> temporal
-   smoothing (Savitzky-Golay) -> spontaneous blinks on the eyelids (:mod:`emotalk.data.mini.blinks`).
+   smoothing (Savitzky-Golay) -> spontaneous blinks on the eyelids (:mod:`emotalk.mini.blinks`).
    Aligned landmarks map into the photo with the inverse of its similarity and on into crop pixels.
-5. **finetune** (neural renderer): background replacement (:mod:`emotalk.inference.background`), then
+5. **finetune** (neural renderer): background replacement (:mod:`emotalk.data.face.background`), then
    one-shot fine-tuning of a copy of G_T's E_T/D_T on the photo crop
    (:func:`emotalk.inference.one_shot.one_shot_finetune`, ``finetune_steps``; 0 skips it), then E_T once.
 6. **render**: G_T over the frames in batches (or, with ``renderer="warp"``, a piecewise-affine warp of
-   the photo crop with a drawn mouth interior, :mod:`emotalk.data.mini.render`, no G_T); the generated
+   the photo crop with a drawn mouth interior, :mod:`emotalk.mini.render`, no G_T); the generated
    person goes back onto the photo's own background and the crop is pasted into the full photo with a
-   feathered mask; frames stream into :class:`emotalk.data.media.VideoWriter` (H.264 + AAC), which
+   feathered mask; frames stream into :class:`emotalk.data.io.media.VideoWriter` (H.264 + AAC), which
    renames the file into place only when it is complete. Memory does not grow with the audio length:
    only per-frame landmarks (68 x 2 floats) are kept for the whole clip.
 
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from emotalk.data.emotions import emotion_vector, parse_emotion
-from emotalk.data.landmarks import canonical_template
+from emotalk.models.face_graph import canonical_template
 from emotalk.errors import (CheckpointError, ConfigError, DataError, InputError,
                             MissingWeightsError)
 from emotalk.inference.photo import Photo, prepare_photo
@@ -120,8 +120,8 @@ class Speech:
 def load_speech(audio, sample_rate: int | None = None) -> Speech:
     """``audio``: a file path (any format ffmpeg reads), a :class:`Speech`, a float/int16 array at
     ``sample_rate`` (default 16 kHz) or an ``(array, sample_rate)`` pair -> 16 kHz mono :class:`Speech`."""
-    from emotalk.data import media
-    from emotalk.data.features import _mono16k
+    from emotalk.data.io import media
+    from emotalk.data.speech.features import _mono16k
 
     if isinstance(audio, Speech):
         return audio
@@ -237,7 +237,7 @@ class AudioFeatures:
 
     def __init__(self, kind: str, speech: Speech | None, num_frames: int, fps: float = 30.0,
                  window: int | None = None, source=None):
-        from emotalk.data.features import FEATURE_BACKENDS, get_feature_backend, resample_stream
+        from emotalk.data.speech.features import FEATURE_BACKENDS, get_feature_backend, resample_stream
 
         key = str(kind).strip().lower()
         if key not in FEATURE_BACKENDS:
@@ -300,7 +300,7 @@ class AudioFeatures:
 # ==================================================================================================
 def smooth_landmarks(landmarks: np.ndarray, window: int = 5, order: int = 2) -> np.ndarray:
     """Savitzky-Golay smoothing along time (removes frame-to-frame jitter, keeps mouth closures)."""
-    from emotalk.data.landmark_track import savgol_smooth
+    from emotalk.data.face.track import savgol_smooth
 
     lm = np.asarray(landmarks, np.float32)
     if window <= 1 or len(lm) < 3:
@@ -312,7 +312,7 @@ def add_blinks(landmarks: np.ndarray, fps: float = 30.0, seed: int = 0, rate: fl
                ) -> tuple[np.ndarray, np.ndarray]:
     """Spontaneous blinks (the paper adds them to G_L's output before G_T) on canonical landmarks
     ``(T, 68, 2)``; returns ``(landmarks with blinks, closure (T,))``. Uses the mead-mini blink model."""
-    from emotalk.data.mini.blinks import apply_blink, blink_onsets, blink_track
+    from emotalk.mini.blinks import apply_blink, blink_onsets, blink_track
 
     lm = np.asarray(landmarks, np.float32)
     T = len(lm)
@@ -341,8 +341,8 @@ class NeuralRenderer:
     def __init__(self, generator, photo: Photo, emotion: np.ndarray, device: torch.device,
                  finetune_steps: int = 5, background_rgb=None, alpha: np.ndarray | None = None,
                  progress: bool = False, finetune_kwargs: dict | None = None):
-        from emotalk.data.texture_dataset import resize_crop, to_tensor_image
-        from emotalk.inference.background import replace_background
+        from emotalk.data.datasets.texture import resize_crop, to_tensor_image
+        from emotalk.data.face.background import replace_background
 
         self.device = device
         self.S = photo.crop_size
@@ -368,7 +368,7 @@ class NeuralRenderer:
     @torch.no_grad()
     def __call__(self, crop_landmarks: np.ndarray) -> list[np.ndarray]:
         """Crop landmarks ``(B, 68, 2)`` (pixels of the S x S crop) -> B crops (S, S, 3) uint8."""
-        from emotalk.data.texture_dataset import from_tensor_image
+        from emotalk.data.datasets.texture import from_tensor_image
 
         lm = (np.asarray(crop_landmarks, np.float32) + 0.5) * (self.s / self.S) - 0.5
         driven = torch.from_numpy(lm).to(self.device)
@@ -383,28 +383,28 @@ class WarpRenderer:
     name = "warp"
 
     def __init__(self, photo: Photo):
-        from emotalk.data.mini.render import FaceWarper
+        from emotalk.mini.render import FaceWarper
 
         self.warper = FaceWarper(photo.crop, photo.crop_landmarks)
         lm = photo.crop_landmarks
         self.unit = float(np.linalg.norm(lm[45] - lm[36]))
 
     def __call__(self, crop_landmarks: np.ndarray) -> list[np.ndarray]:
-        from emotalk.data.mini.render import render_frame
+        from emotalk.mini.render import render_frame
 
         return [render_frame(self.warper, lm, self.unit) for lm in np.asarray(crop_landmarks)]
 
 
 class Compositor:
     """Paste S x S crops back into the photo through the inverse crop similarity, blending with a
-    feathered crop border (as :func:`emotalk.data.alignment.paste_crop`) times an optional person alpha
+    feathered crop border (as :func:`emotalk.data.face.alignment.paste_crop`) times an optional person alpha
     (background restoration). Only the crop's bounding box in the photo is touched; the weights are
     computed once, so a frame costs one ROI warp and one blend."""
 
     def __init__(self, photo: Photo, alpha: np.ndarray | None = None, feather: float | None = None):
         import cv2
 
-        from emotalk.data.alignment import apply_similarity, invert_similarity
+        from emotalk.data.face.alignment import apply_similarity, invert_similarity
 
         S = photo.crop_size
         self.image = photo.image
@@ -466,9 +466,9 @@ def _select_device(device: str | torch.device = "auto") -> torch.device:
 
 def _load_landmark(path: str | Path):
     from emotalk.config import config_from_dict
-    from emotalk.data.landmarks import adjacency_matrix
+    from emotalk.models.face_graph import adjacency_matrix
     from emotalk.models.landmark_generator import LandmarkGenerator
-    from emotalk.train.checkpoint import load_checkpoint, load_module
+    from emotalk.data.io.checkpoint import load_checkpoint, load_module
 
     tensors, meta = load_checkpoint(path, kind="landmark", prefixes=("model/generator/",))
     try:
@@ -568,7 +568,7 @@ class Pipeline:
     def prepare_photo(self, image, size: int = 256) -> Photo:
         """Load a photo and prepare its largest face (landmarks, alignment, the ``size`` x ``size`` crop)."""
         if self._landmarker is None:
-            from emotalk.data.face_detect import DlibLandmarker
+            from emotalk.data.face.detect import DlibLandmarker
 
             self._landmarker = DlibLandmarker(upsample=1)
         return prepare_photo(image, crop_size=size, landmarker=self._landmarker)
@@ -654,7 +654,7 @@ class Pipeline:
         if self.G_T is None:
             raise CheckpointError("the neural renderer needs a texture (G_T) checkpoint; load one or use "
                                   "renderer='warp'")
-        from emotalk.inference.background import person_mask, training_background
+        from emotalk.data.face.background import person_mask, training_background
 
         alpha = rgb = None
         if background:
@@ -672,7 +672,7 @@ class Pipeline:
         ``crop_size`` face crop with the photo's own background (``paste=False``). ``landmarks``:
         ``(T, 68, 2)`` in the photo's aligned canonical space (from :meth:`predict_landmarks` /
         :meth:`animate`). ``prepared``: a :meth:`make_renderer` result to reuse."""
-        from emotalk.inference.background import restore_background
+        from emotalk.data.face.background import restore_background
 
         r, alpha, _ = prepared if prepared is not None else self.make_renderer(
             photo, renderer, emotion, intensity, finetune_steps, background, progress)
@@ -697,7 +697,7 @@ class Pipeline:
         or a mapping); ``intensity``: 1 .. levels, fractions allowed. ``size``: the face crop's resolution
         in pixels (G_T's output is brought to it before paste-back). ``batch_size``: G_T frames per
         forward. ``feature_source``: precomputed features for backends that need them (DeepSpeech)."""
-        from emotalk.data.media import VideoWriter, write_wav
+        from emotalk.data.io.media import VideoWriter, write_wav
 
         t_start = time.perf_counter()
         seconds: dict[str, float] = {}

@@ -1,6 +1,6 @@
 """Hierarchical graph pooling / unpooling over facial regions (§3.1, appendix "Hierarchical Encoding").
 
-The 68-landmark graph G is divided into K = 8 vertex subsets (``emotalk.data.landmarks.REGIONS``);
+The 68-landmark graph G is divided into K = 8 vertex subsets (``emotalk.models.face_graph.REGIONS``);
 pooling each subset gives the region graph G^1 (8 nodes), pooling all of G^1 gives G^2 (one node for the
 whole face). The graph decoder goes back up with unpooling.
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emotalk.data.landmarks import REGIONS
+from emotalk.models.face_graph import REGIONS
 
 Groups = Sequence[Sequence[int]]
 

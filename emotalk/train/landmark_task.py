@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emotalk.data.landmark_dataset import LandmarkFrameDataset, dataset_subjects, load_clips
-from emotalk.data.landmarks import MOUTH, adjacency_matrix, mouth_opening
-from emotalk.data.splits import split_subjects
+from emotalk.data.datasets.landmark import LandmarkFrameDataset, dataset_subjects, load_clips
+from emotalk.models.face_graph import MOUTH, adjacency_matrix, mouth_opening
+from emotalk.data.datasets.splits import split_subjects
 from emotalk.errors import ConfigError
 from emotalk.models.landmark_generator import GraphDiscriminator, LandmarkGenerator, LandmarkModelConfig
 from emotalk.train.lsgan import lsgan_d_loss, lsgan_g_loss
@@ -126,7 +126,7 @@ class LandmarkTask(Task):
 
     def metadata(self) -> dict:
         train, _ = self.build_datasets()
-        from emotalk.data.landmark_dataset import manifest_or_none
+        from emotalk.data.datasets.landmark import manifest_or_none
 
         manifest = manifest_or_none(self.cfg.data.root)
         return {"feature_kind": manifest.feature_kind if manifest else "unknown",

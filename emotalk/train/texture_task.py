@@ -9,7 +9,7 @@
 Beyond the paper (0 by default): ``loss.lambda_decoded`` adds the L1 of D_T's own image when
 ``model.image_skip`` blends it with the warped photo (see :class:`TextureLossConfig`).
 
-Each step: colour/illumination augmentation (Fig. 9, :mod:`emotalk.data.augment`) applied identically to
+Each step: colour/illumination augmentation (Fig. 9, :mod:`emotalk.data.datasets.augment`) applied identically to
 the identity image and the target frame, one generator update, then one discriminator update on
 ``[real, fake.detach()]`` in a single forward. Ground-truth landmarks drive G_T in training (§4.1).
 Validation reports the L1 of G_T's frames and of the "return the identity image" baseline.
@@ -23,9 +23,9 @@ from typing import Literal
 
 import torch
 
-from emotalk.data.augment import ColorAugmentConfig, augment_consistent
-from emotalk.data.splits import split_subjects
-from emotalk.data.texture_dataset import TextureFrameDataset
+from emotalk.data.datasets.augment import ColorAugmentConfig, augment_consistent
+from emotalk.data.datasets.splits import split_subjects
+from emotalk.data.datasets.texture import TextureFrameDataset
 from emotalk.errors import ConfigError, DataError
 from emotalk.models.texture_generator import (TextureGenerator, TextureModelConfig, build_discriminator,
                                               count_parameters)
@@ -104,7 +104,7 @@ class TextureTask(Task):
     # --- construction ---
     def build_datasets(self):
         if self._datasets is None:
-            from emotalk.data.landmark_dataset import dataset_subjects
+            from emotalk.data.datasets.landmark import dataset_subjects
 
             d, m = self.cfg.data, self.cfg.model
             subjects = dataset_subjects(d.root)
@@ -222,7 +222,7 @@ class TextureTask(Task):
                 "perceptual": self.perceptual_description, "subjects": getattr(self, "subjects", {})}
         if not hasattr(self, "_background_rgb"):  # the training backdrop, for background replacement
             try:
-                from emotalk.inference.background import estimate_background_from_references
+                from emotalk.data.face.background import estimate_background_from_references
 
                 self._background_rgb = estimate_background_from_references(self.cfg.data.root)
             except Exception:  # noqa: BLE001 - optional information
@@ -237,7 +237,7 @@ def load_texture_generator(path: str | Path, device: str | torch.device = "cpu"
     """Rebuild G_T from a ``texture`` checkpoint (training or one-shot adapted); returns (G in eval mode,
     its full config, the checkpoint metadata)."""
     from emotalk.config import config_from_dict
-    from emotalk.train.checkpoint import load_checkpoint, load_module
+    from emotalk.data.io.checkpoint import load_checkpoint, load_module
 
     tensors, meta = load_checkpoint(path, kind="texture", prefixes=("model/generator/",))
     cfg = config_from_dict(meta["config"])

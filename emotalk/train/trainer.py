@@ -8,7 +8,7 @@ A *task* (see :class:`Task`) owns its models and losses; the :class:`Trainer` ow
 - deterministic, resumable batch sampling: the batch of global step ``s`` is a pure function of
   ``(seed, s)``, so a resumed run sees exactly the batches an uninterrupted run would;
 - logging to TensorBoard (``<run_dir>/tb``), ``<run_dir>/metrics.jsonl`` and a tqdm bar;
-- checkpoints every ``ckpt_every`` steps as safetensors + JSON (see :mod:`emotalk.train.checkpoint`),
+- checkpoints every ``ckpt_every`` steps as safetensors + JSON (see :mod:`emotalk.data.io.checkpoint`),
   written atomically, and exact resume of models, optimisers, step, gradient scaler and all RNG states.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emotalk.config import dump_config, to_dict
 from emotalk.errors import CheckpointError, ConfigError, DataError
-from emotalk.train import checkpoint as ckpt
+from emotalk.data.io import checkpoint as ckpt
 from emotalk.utils.io import atomic_write_text
 
 

@@ -231,7 +231,7 @@ def _dlib_facerec():
     if "model" not in _DLIB_FACEREC:
         import dlib
 
-        from emotalk.data.face_detect import dlib_model_path
+        from emotalk.data.face.detect import dlib_model_path
 
         _DLIB_FACEREC["model"] = dlib.face_recognition_model_v1(
             str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")))

@@ -1,6 +1,6 @@
 """Landmark quality: M-LD, M-LVD (mouth points 48-67) and F-LD, F-LVD (all 68 points).
 
-Landmarks are detected with dlib (HOG detector + 68-point predictor, :mod:`emotalk.data.face_detect`) on
+Landmarks are detected with dlib (HOG detector + 68-point predictor, :mod:`emotalk.data.face.detect`) on
 the generated and the ground-truth frames, unless the sample already carries them. As in the common
 reference implementation (the ``LMDMeter`` of AD-NeRF/RAD-NeRF-style evaluation code), each frame's points
 are *centred*: the mean of the points used (mouth points for M-*, all 68 for F-*) is subtracted, so a
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emotalk.data.landmarks import MOUTH, NUM_LANDMARKS
+from emotalk.models.face_graph import MOUTH, NUM_LANDMARKS
 from emotalk.eval.metrics.base import MetricOptions, MetricResult, VideoSample, register_metric
 
 FACE = tuple(range(NUM_LANDMARKS))
@@ -31,7 +31,7 @@ def detect_faces_video(frames: np.ndarray, upsample: int = 1) -> tuple[np.ndarra
     """dlib on every frame: ((T, 68, 2) landmarks, (T, 4) boxes left/top/right/bottom), float32 pixels,
     NaN rows where no face is found. The largest face is kept; when detection fails on a frame, the
     landmarks are fitted inside the previous frame's box (the box is then reported as missing)."""
-    from emotalk.data.face_detect import DlibLandmarker
+    from emotalk.data.face.detect import DlibLandmarker
 
     lm = DlibLandmarker(upsample=upsample)
     lms = np.full((len(frames), NUM_LANDMARKS, 2), np.nan, dtype=np.float32)

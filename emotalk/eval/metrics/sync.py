@@ -337,7 +337,7 @@ def frame_log_energy(audio: np.ndarray, sample_rate: int, fps: float, num_frames
 
 def normalised_mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     """(T,) inner-lip gap divided by the outer-eye-corner distance (NaN where landmarks are missing)."""
-    from emotalk.data.landmarks import mouth_opening
+    from emotalk.models.face_graph import mouth_opening
 
     p = np.asarray(landmarks, np.float64)
     eye = np.linalg.norm(p[:, 45] - p[:, 36], axis=-1)

@@ -186,7 +186,7 @@ def _valid_rgb(v) -> tuple[int, int, int] | None:
 def estimate_background_from_references(root: str | Path, max_subjects: int = 8) -> tuple[int, int, int] | None:
     """Median colour of the top corners of the subject reference crops under ``root/subjects`` (the
     backdrop of the training data), or None when there are none."""
-    from emotalk.data.clip import load_subject
+    from emotalk.data.io.clip import load_subject
 
     d = Path(root) / "subjects"
     if not d.is_dir():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emotalk.data.landmarks import INNER_LIP_PAIRS
+from emotalk.models.face_graph import INNER_LIP_PAIRS
 
 
 def anchor_points(neutral: np.ndarray, size: tuple[int, int], ring_scale: float = 1.45,

@@ -10,7 +10,7 @@ exact phone timings (no forced alignment needed). Phones are eSpeak's ASCII mnem
 Determinism: eSpeak keeps static state across utterances (pitch-flutter phase, wave phase), so in one
 process the same request can come out with phone boundaries shifted by a sample. Every request is
 therefore answered by a forked child of a small server process whose engine has never spoken
-(:mod:`emotalk.data.mini._espeak_server`): same text + voice + seed -> the same samples and timings, in
+(:mod:`emotalk.mini._espeak_server`): same text + voice + seed -> the same samples and timings, in
 any order and in any worker process. Where ``fork`` does not exist the engine runs in-process instead.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ def emotion_prosody(voice: Voice, emotion: str, level: int = 1) -> Voice:
 
 
 class _EspeakClient:
-    """Talks to :mod:`emotalk.data.mini._espeak_server` (one per process, restarted after a fork)."""
+    """Talks to :mod:`emotalk.mini._espeak_server` (one per process, restarted after a fork)."""
 
     def __init__(self):
         try:
@@ -185,7 +185,7 @@ class _InProcessEngine:
     """Fallback where ``fork`` is unavailable: deterministic only for the first utterance of a process."""
 
     def __init__(self):
-        from emotalk.data.mini import _espeak_server as srv
+        from emotalk.mini import _espeak_server as srv
 
         try:
             self.lib, self.sample_rate = srv.load_engine()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emotalk.data.emotions import EMOTIONS, canonical_emotion
-from emotalk.data.mini.geometry import side_sign
+from emotalk.mini.geometry import side_sign
 
 LEVEL_SCALE: dict[int, float] = {1: 0.45, 2: 0.75, 3: 1.0}
 

@@ -7,7 +7,7 @@ A processed dataset is a folder::
     <root>/subjects/<subject>.npz        the subject's neutral reference (see SubjectReference)
     <root>/report.jsonl                  preprocessing log: one line per skipped clip with its reason
 
-Canonical space is defined in :mod:`emotalk.data.landmarks` (template centroid at 0, outer eye corners
+Canonical space is defined in :mod:`emotalk.models.face_graph` (template centroid at 0, outer eye corners
 one unit apart). Per-frame landmarks are stored *retargeted* onto the canonical template (Das et al.
 2020): ``landmarks[t] = template + (aligned[t] - aligned_neutral)``, so ``landmarks - template`` are the
 speech/emotion displacements independent of the subject's face shape; ``neutral_landmarks`` keeps the

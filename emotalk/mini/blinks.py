@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emotalk.data.landmarks import EYELID_PAIRS
+from emotalk.models.face_graph import EYELID_PAIRS
 
 CLOSE_S, HOLD_S, OPEN_S = 0.08, 0.04, 0.17
 

@@ -1,4 +1,4 @@
-"""Frame-level dataset for G_T over a folder of processed clips with frames (see :mod:`emotalk.data.clip`).
+"""Frame-level dataset for G_T over a folder of processed clips with frames (see :mod:`emotalk.data.io.clip`).
 
 Each item is one video frame ``t`` of one clip, resized to the model's ``image_size`` S::
 
@@ -10,7 +10,7 @@ Each item is one video frame ``t`` of one clip, resized to the model's ``image_s
 
 Landmarks use the pixel-index convention (pixel centres at integers) and are rescaled with
 ``x' = (x + 0.5) · S / S_crop - 0.5``, matching ``cv2.resize``. Subjects are chosen by the caller (the
-task splits by subject, :func:`emotalk.data.splits.split_subjects`). Clip metadata is indexed once;
+task splits by subject, :func:`emotalk.data.datasets.splits.split_subjects`). Clip metadata is indexed once;
 frames are decoded on demand with a small per-process LRU cache of clips, so the dataset scales to MEAD.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emotalk.data.clip import list_clips, load_subject, subject_path
+from emotalk.data.io.clip import list_clips, load_subject, subject_path
 from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, emotion_vector
 from emotalk.errors import DataError
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.data.clip import Clip, DatasetManifest, clip_path, save_clip
+from emotalk.data.io.clip import Clip, DatasetManifest, clip_path, save_clip
 from emotalk.data.emotions import EMOTIONS
-from emotalk.data.landmarks import BROWS, INNER_LIP_PAIRS, canonical_template
+from emotalk.models.face_graph import BROWS, INNER_LIP_PAIRS, canonical_template
 
 #: per-emotion displacement recipe: (brow dy, inner-brow dy, lip-corner dy, lip-corner dx) at level 1
 _EMOTION_MOTION = {

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.data.landmarks import MIRROR, canonical_template
-from emotalk.data.mini.geometry import Similarity, side_sign
+from emotalk.models.face_graph import MIRROR, canonical_template
+from emotalk.mini.geometry import Similarity, side_sign
 from emotalk.errors import InputError, NoFaceError
 
 FRAME_SIZE = 256
@@ -181,7 +181,7 @@ def prepare_photo(image: np.ndarray, name: str, source: str = "", size: int = FR
     """Detect, align and crop the largest face of ``image`` (RGB uint8) into a ``size``² frame."""
     import cv2
 
-    from emotalk.data.face_detect import DlibLandmarker
+    from emotalk.data.face.detect import DlibLandmarker
 
     img = np.asarray(image)
     if img.ndim == 2:
@@ -318,7 +318,7 @@ def recolour(image: np.ndarray, landmarks: np.ndarray, foreground: np.ndarray, p
 
 def make_subject(photo: PreparedPhoto, subject_id: str, params: IdentityParams) -> Subject:
     """Build a subject (neutral frame + landmarks + canonical alignment) from a prepared photo."""
-    from emotalk.data.mini.render import FaceWarper
+    from emotalk.mini.render import FaceWarper
 
     if params.mirror:
         image, lm, fg = _mirror(photo)

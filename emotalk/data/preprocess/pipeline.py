@@ -1,19 +1,19 @@
-"""Raw dataset -> processed clips (the format of :mod:`emotalk.data.clip`); ``emotalk preprocess``.
+"""Raw dataset -> processed clips (the format of :mod:`emotalk.data.io.clip`); ``emotalk preprocess``.
 
 Per clip (:func:`analyze_clip` then :func:`build_clip`):
 
 1. probe the video; audio from the dataset's separate file (MEAD ``.m4a``/``.wav``, CREMA-D ``AudioWAV``,
    RAVDESS audio-only ``.wav``) or else the video's own track, decoded to 16 kHz mono;
 2. pass 1: decode greyscale frames at ``fps`` (30; ffmpeg's fps filter resamples other rates) and track
-   68 landmarks (:mod:`emotalk.data.landmark_track`: detect once, fit per frame, re-detect when lost,
+   68 landmarks (:mod:`emotalk.data.face.track`: detect once, fit per frame, re-detect when lost,
    temporal smoothing) — or, with ``landmark_source="sidecar"``, read mead-mini's ground-truth
    ``<NNN>.landmarks.npz`` beside the video (clips without one are tracked as usual);
-3. similarity-align every frame to the canonical template (:mod:`emotalk.data.alignment`) and retarget
+3. similarity-align every frame to the canonical template (:mod:`emotalk.data.face.alignment`) and retarget
    onto it with the subject's neutral face: ``landmarks = template + (aligned - aligned_neutral)``;
 4. one fixed face crop per clip (the similarity that puts the clip's *median* face upright at the
    standard place of an ``S x S`` crop, so the crop does not jitter), pass 2 decodes only that region in
    colour and warps it to ``S x S``; landmarks are also stored in crop pixels;
-5. speech features (:mod:`emotalk.data.features`) with one window per frame; audio trimmed/padded to
+5. speech features (:mod:`emotalk.data.speech.features`) with one window per frame; audio trimmed/padded to
    the ``T`` frames and stored as int16.
 
 Per subject: the *neutral reference* comes from the subject's first usable neutral clip (MEAD
@@ -43,17 +43,17 @@ from typing import Iterator
 
 import numpy as np
 
-from emotalk.data import media
-from emotalk.data.alignment import (DEFAULT_FACE_CENTER, DEFAULT_FACE_SCALE, align_to_template,
+from emotalk.data.io import media
+from emotalk.data.face.alignment import (DEFAULT_FACE_CENTER, DEFAULT_FACE_SCALE, align_to_template,
                                     apply_similarity, crop_transform, invert_similarity, retarget,
                                     similarity_params)
-from emotalk.data.clip import (Clip, DatasetManifest, SubjectReference, clip_path, encode_frames,
+from emotalk.data.io.clip import (Clip, DatasetManifest, SubjectReference, clip_path, encode_frames,
                                load_subject, save_clip, save_subject, subject_path)
 from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS
-from emotalk.data.features import feature_info, find_deepspeech_file, get_feature_backend
-from emotalk.data.landmark_track import LandmarkTracker, TrackerOptions, make_landmarker
-from emotalk.data.landmarks import mouth_opening
-from emotalk.data.readers import ClipRecord, DatasetListing, read_dataset
+from emotalk.data.speech.features import feature_info, find_deepspeech_file, get_feature_backend
+from emotalk.data.face.track import LandmarkTracker, TrackerOptions, make_landmarker
+from emotalk.models.face_graph import mouth_opening
+from emotalk.data.preprocess.readers import ClipRecord, DatasetListing, read_dataset
 from emotalk.errors import DataError, EmotalkError, InputError, MissingWeightsError, NoFaceError
 
 #: Skip reasons written to report.jsonl and counted in the summary.

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emotalk.data.mini.geometry import side_sign
+from emotalk.mini.geometry import side_sign
 
 PARAMS: tuple[str, ...] = ("jaw", "width", "round", "closure", "tuck")
 JAW, WIDTH, ROUND, CLOSURE, TUCK = range(5)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emotalk.data.clip import Clip, DatasetManifest, list_clips, load_clip
+from emotalk.data.io.clip import Clip, DatasetManifest, list_clips, load_clip
 from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, emotion_vector
-from emotalk.data.landmarks import canonical_template
+from emotalk.models.face_graph import canonical_template
 from emotalk.errors import DataError
 
 

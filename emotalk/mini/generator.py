@@ -1,7 +1,7 @@
 """Generate mead-mini: a small talking-face dataset in MEAD's raw layout, entirely offline.
 
 Plan (deterministic for a seed): every photo (the built-in public-domain ones, then the user's) yields
-``variants`` subjects (:mod:`emotalk.data.mini.identity`); the last variant of every photo with two or
+``variants`` subjects (:mod:`emotalk.mini.identity`); the last variant of every photo with two or
 more variants is a held-out *test* subject. Each subject gets an eSpeak voice, a speaking rate, pitch and
 articulation style, and speaks Harvard sentences in every (emotion, level) of the size's list.
 
@@ -147,13 +147,13 @@ def parse_photo_arg(spec: str) -> tuple[str, str]:
 
 
 def builtin_photos() -> list[PhotoSpec]:
-    from emotalk.data.photos import public_domain_photos
+    from emotalk.data.io.photos import public_domain_photos
 
     return [PhotoSpec(name, f"builtin:{name}", "W", img) for name, img in public_domain_photos().items()]
 
 
 def user_photos(specs: Sequence[str]) -> list[PhotoSpec]:
-    from emotalk.data.mini.identity import read_photo
+    from emotalk.mini.identity import read_photo
 
     out = []
     used: set[str] = set()
@@ -171,8 +171,8 @@ def user_photos(specs: Sequence[str]) -> list[PhotoSpec]:
 
 def plan_dataset(size: str | SizeConfig, seed: int = 0, photos: Sequence[PhotoSpec] | None = None) -> DatasetPlan:
     """Subjects, voices and clips for ``size`` (no heavy work; deterministic for ``seed``)."""
-    from emotalk.data.mini.sentences import HARVARD_SENTENCES
-    from emotalk.data.mini.tts import FEMALE_VOICES, MALE_VOICES
+    from emotalk.mini.sentences import HARVARD_SENTENCES
+    from emotalk.mini.tts import FEMALE_VOICES, MALE_VOICES
 
     cfg = SIZES[size] if isinstance(size, str) else size
     photos = list(photos) if photos is not None else builtin_photos()
@@ -237,9 +237,9 @@ class ClipResult:
 
 def clip_landmarks(subject, subj_plan: SubjectPlan, clip: ClipPlan, fps: float = FPS):
     """TTS + ground-truth motion of one clip: ``(speech, motion, pixel landmarks (T, 68, 2) float32)``."""
-    from emotalk.data.mini.motion import clip_motion
-    from emotalk.data.mini.sentences import HARVARD_SENTENCES
-    from emotalk.data.mini.tts import Voice, synthesize
+    from emotalk.mini.motion import clip_motion
+    from emotalk.mini.sentences import HARVARD_SENTENCES
+    from emotalk.mini.tts import Voice, synthesize
 
     text = HARVARD_SENTENCES[clip.sentence]
     voice = Voice(**subj_plan.voice).with_emotion(clip.emotion, clip.level)
@@ -259,9 +259,9 @@ def clip_landmarks(subject, subj_plan: SubjectPlan, clip: ClipPlan, fps: float =
 
 
 def _write_clip(root: Path, subject, subj_plan: SubjectPlan, clip: ClipPlan, render: bool = True) -> ClipResult:
-    from emotalk.data.media import VideoWriter, write_wav
-    from emotalk.data.mini.render import render_frame
-    from emotalk.data.mini.sentences import HARVARD_SENTENCES
+    from emotalk.data.io.media import VideoWriter, write_wav
+    from emotalk.mini.render import render_frame
+    from emotalk.mini.sentences import HARVARD_SENTENCES
     from emotalk.utils.io import atomic_path
 
     speech, motion, pixels = clip_landmarks(subject, subj_plan, clip)
@@ -309,7 +309,7 @@ _WORKER_STATE: dict = {}
 
 
 def _warper(subject):
-    from emotalk.data.mini.render import FaceWarper
+    from emotalk.mini.render import FaceWarper
 
     cache = _WORKER_STATE.setdefault("warpers", {})
     if subject.subject_id not in cache:
@@ -336,7 +336,7 @@ def _worker_clip(clip: ClipPlan) -> ClipResult:
 # ----------------------------------------------------------------------------------------------------
 def build_subjects(plan: DatasetPlan) -> dict:
     """Prepare the photos (dlib, alignment, segmentation) and make every planned subject."""
-    from emotalk.data.mini.identity import make_subject, prepare_photo, sample_identity
+    from emotalk.mini.identity import make_subject, prepare_photo, sample_identity
 
     prepared = {}
     # user photos first: a photo without a face fails before any slow work

@@ -1,6 +1,6 @@
 """Per-clip 68-point landmark tracking: detect once, fit per frame, re-detect only when tracking is lost.
 
-Backends (``make_landmarker(name)``) share the :class:`emotalk.data.face_detect.DlibLandmarker`
+Backends (``make_landmarker(name)``) share the :class:`emotalk.data.face.detect.DlibLandmarker`
 interface — ``detect_faces(image) -> [Face]`` and ``fit(image, box) -> Face``:
 
 * ``dlib`` (default, offline): HOG detector + the 68-point shape predictor from
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.data.face_detect import DlibLandmarker, Face
+from emotalk.data.face.detect import DlibLandmarker, Face
 from emotalk.errors import DependencyError, InputError, MissingWeightsError, NoFaceError
 from emotalk.utils.weights import load_state_strict
 
@@ -215,8 +215,8 @@ _PATCH_IDX = list(range(17, 68))  # brows, nose, eyes, mouth: the patch follows 
 
 def _patch(gray: np.ndarray, pts: np.ndarray, size: int = 32) -> np.ndarray:
     """A ``size``² grey patch of the face, warped so the inner landmarks sit on the canonical template."""
-    from emotalk.data.alignment import STABLE_POINTS, similarity_fit, warp_image
-    from emotalk.data.landmarks import canonical_template
+    from emotalk.data.face.alignment import STABLE_POINTS, similarity_fit, warp_image
+    from emotalk.models.face_graph import canonical_template
 
     tpl = canonical_template().astype(np.float64)
     dst = tpl * (size * 0.55) + np.array([size / 2.0, size * 0.45])

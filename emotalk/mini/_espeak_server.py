@@ -6,7 +6,7 @@ change landmark bytes. A freshly initialised engine is fully deterministic, so t
 the engine once and ``fork()``\\ s a child per request: each child synthesises from the same pristine state
 and exits. Stdlib + ctypes only (fast to start, nothing heavy to fork).
 
-Protocol (stdin/stdout of ``python .../emotalk/data/mini/_espeak_server.py``; the client runs it by path):
+Protocol (stdin/stdout of ``python .../emotalk/mini/_espeak_server.py``; the client runs it by path):
 request: one JSON line ``{"text", "voice", "rate", "pitch", "range", "volume", "seed"}``;
 reply: one JSON line ``{"ok": true, "sample_rate", "num_samples", "events": [[type, sample, hex_id], ...]}``
 followed by ``num_samples`` little-endian int16 samples, or ``{"ok": false, "error": "..."}``.

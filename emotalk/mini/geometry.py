@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emotalk.data.landmarks import MIRROR
+from emotalk.models.face_graph import MIRROR
 
 #: landmarks on the facial midline used to find it
 MIDLINE = (27, 28, 29, 30, 33, 51, 57, 62, 66, 8)

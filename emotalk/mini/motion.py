@@ -2,7 +2,7 @@
 
 Order of composition per frame: the subject's neutral shape, plus the emotion's action-unit field (with
 a slow ±6 % "breathing" of its strength so held expressions are not frozen), then the speech articulation
-(:func:`emotalk.data.mini.visemes.apply_speech`, whose jaw track also carries the AU26 jaw drop), then
+(:func:`emotalk.mini.visemes.apply_speech`, whose jaw track also carries the AU26 jaw drop), then
 blinks. All inputs are deterministic functions of the phones and the random generator passed in.
 """
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emotalk.data.mini.action_units import emotion_displacement, level_scale
-from emotalk.data.mini.blinks import apply_blink, blink_onsets, blink_track
-from emotalk.data.mini.visemes import JAW, apply_speech, viseme_track
+from emotalk.mini.action_units import emotion_displacement, level_scale
+from emotalk.mini.blinks import apply_blink, blink_onsets, blink_track
+from emotalk.mini.visemes import JAW, apply_speech, viseme_track
 
 #: speaking style per emotion at level 3: articulation gain (how wide the jaw/lips move)
 EMOTION_ARTICULATION = {"neutral": 1.0, "happy": 1.05, "sad": 0.82, "angry": 1.12, "surprised": 1.1,

@@ -3,7 +3,7 @@
 Three coordinate systems meet here:
 
 * **image** space: pixels of a video frame or a photo (x right, y down);
-* **canonical** space (:mod:`emotalk.data.landmarks`): template centroid at 0, outer eye corners one unit
+* **canonical** space (:mod:`emotalk.models.face_graph`): template centroid at 0, outer eye corners one unit
   apart. ``align_to_template`` maps image landmarks into it with a per-face similarity ``M`` (2x3);
 * **crop** space: pixels of the ``S x S`` face crop G_T sees; ``crop_transform`` gives the image->crop
   similarity that puts the canonical template at a fixed place and scale in the crop.
@@ -23,7 +23,7 @@ aligned neutral face and those displacements are added to the canonical neutral 
 
 so G_L learns speech/emotion motion independent of face shape, and inference puts predicted motion back
 onto any target face (its own aligned neutral + its own similarity). The same convention is written in
-:mod:`emotalk.data.clip`. :func:`face_geometry` bundles, for one photo, the aligned neutral, both
+:mod:`emotalk.data.io.clip`. :func:`face_geometry` bundles, for one photo, the aligned neutral, both
 similarities and the crop, with exactly the conventions preprocessing used.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emotalk.data.landmarks import canonical_template
+from emotalk.models.face_graph import canonical_template
 
 #: Landmarks that barely move with speech or expression (nose, inner and outer eye corners); the default
 #: point set for the similarity fit, so that an open mouth or raised brows do not tilt/scale the face.

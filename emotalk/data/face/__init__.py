@@ -1,0 +1,1 @@
+"""Faces in images: dlib detection, tracking, similarity alignment and retargeting, person masks."""

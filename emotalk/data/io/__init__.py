@@ -1,0 +1,1 @@
+"""File formats and media: ffmpeg audio/video, processed clips, checkpoints, bundled photos."""

@@ -1,0 +1,1 @@
+"""Raw datasets (MEAD, CREMA-D, RAVDESS, mead-mini) -> processed clips."""

@@ -1,0 +1,1 @@
+"""Speech features: phonemes (pocketsphinx), mel, DeepSpeech; per-frame windows shared by training and inference."""
