@@ -80,21 +80,24 @@ def speech_track(seconds: float, path: Path) -> None:
 
 
 def random_pipeline(model: str, device: str):
-    from emotalk.config import load_config
+    """A Pipeline of randomly initialised G_L + G_T, built exactly as a checkpoint would be rebuilt."""
+    from emotalk.config import to_dict
+    from emotalk.data.face.background import DEFAULT_BACKGROUND_RGB
+    from emotalk.data.loading import CheckpointMeta, LoadedModel, build_model
     from emotalk.data.speech.features import feature_info
-    from emotalk.models.face_graph import adjacency_matrix
-    from emotalk.inference.pipeline import Pipeline
-    from emotalk.models.landmark_generator import LandmarkGenerator
-    from emotalk.models.texture_generator import TextureGenerator
+    from emotalk.inference import Pipeline
+    from emotalk.train.tasks import load_train_config
 
     info = feature_info("mel")
-    lcfg = load_config(f"landmark/{model}" if model != "paper" else "landmark/mead")
+    lcfg = load_train_config(f"landmark/{model}" if model != "paper" else "landmark/mead")
     lcfg.model.feature_dim, lcfg.model.window = info.dim, info.window
-    tcfg = load_config(f"texture/{model}" if model != "paper" else "texture/mead")
-    G_L = LandmarkGenerator.from_config(lcfg.model, adjacency_matrix())
-    G_T = TextureGenerator(tcfg.model)
-    meta = {"feature_kind": "mel", "feature_dim": info.dim, "window": info.window, "fps": 30.0}
-    return Pipeline(G_L, lcfg, meta, G_T, tcfg, {}, device=device)
+    tcfg = load_train_config(f"texture/{model}" if model != "paper" else "texture/mead")
+    landmark = LoadedModel(build_model("landmark", lcfg.model).eval(), lcfg.model,
+                           CheckpointMeta("landmark", 0, to_dict(lcfg), feature_kind="mel", feature_dim=info.dim,
+                                          window=info.window, fps=30.0))
+    texture = LoadedModel(build_model("texture", tcfg.model).eval(), tcfg.model,
+                          CheckpointMeta("texture", 0, to_dict(tcfg), background_rgb=DEFAULT_BACKGROUND_RGB))
+    return Pipeline(landmark, texture, device=device)
 
 
 def main(argv=None) -> int:
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
 
     from emotalk.data.io.media import probe_video
     from emotalk.data.io.photos import grace_hopper_path
-    from emotalk.inference.pipeline import Pipeline
+    from emotalk.inference import Pipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -164,7 +164,7 @@ def main() -> None:
     one_shot_finetune(G, img, lm[0], steps=1)  # warm-up (allocations, cuDNN autotuning)
     _, info = one_shot_finetune(G, img, lm[0], steps=5, return_info=True)
     res["one_shot_5_steps_seconds_l1"] = info.seconds
-    from emotalk.train.perceptual_loss import build_perceptual_loss
+    from emotalk.data.loading import build_perceptual_loss
 
     per, _ = build_perceptual_loss("vgg16-random", warn=False)
     per = per.to(dev)

@@ -1,8 +1,10 @@
 """emotalk: emotion-controllable, one-shot talking-face generation."""
 __version__ = "0.1.0"
 
-#: names exported lazily (module-level __getattr__) so that ``import emotalk`` stays light
-_LAZY = {"Pipeline": "emotalk.inference.pipeline", "GenerateResult": "emotalk.inference.pipeline"}
+#: names exported lazily (module-level __getattr__) so that ``import emotalk`` stays light: the CLI's
+#: ``--help`` and tools that only need the data layer should not pay for importing torch
+_LAZY = {"Pipeline": "emotalk.inference", "GenerateOptions": "emotalk.inference",
+         "GenerateResult": "emotalk.inference"}
 
 
 def __getattr__(name: str):

@@ -1,46 +1,61 @@
 """One config system: YAML files -> typed dataclasses, ``key=value`` overrides, saved into run folders.
 
-A config file names its ``task`` (``landmark``, ``texture``, ``emotion``, ...), which selects the dataclass
-it is read into. A file may start from another with ``_base_: other.yaml`` (path relative to the file)
-and override only what differs. Unknown keys are rejected with their dotted name.
+A config file names its ``task`` (``landmark``, ``texture``, ``emotion``, ``eval``, ...). This module
+knows no task: the caller passes the dataclass to read into (``schema``), or a mapping task name ->
+dataclass from which the file's ``task:`` picks (the trainable tasks' mapping is
+:data:`emotalk.train.tasks.TRAIN_CONFIGS`; the evaluation config is chosen by the ``evaluate`` command).
+A file may start from another with ``_base_: other.yaml`` (path relative to the file) and override only
+what differs. Unknown keys are rejected with their dotted name.
 
-    cfg = load_config("configs/landmark/tiny.yaml", ["optim.lr=1e-3", "train.steps=50"])
+    cfg = load_config("configs/landmark/tiny.yaml", ["optim.lr=1e-3", "train.steps=50"],
+                      schema=LandmarkTrainConfig)
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 import yaml
 
 from emotalk.errors import ConfigError
+from emotalk.utils.io import atomic_write_text
 
-#: task name -> "module:ClassName" of its top-level config dataclass (imported lazily).
-TASKS: dict[str, str] = {
-    "landmark": "emotalk.train.landmark_task:LandmarkTrainConfig",
-    "texture": "emotalk.train.texture_task:TextureTrainConfig",
-    "emotion": "emotalk.eval.emotion_classifier:EmotionTrainConfig",
-    "eval": "emotalk.eval.evaluate:EvalConfig",
-}
+#: What a config is read into: one top-level dataclass, or task name -> dataclass.
+Schema = Union[type, Mapping[str, type]]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def _bundled_config_dir() -> Path:
+    """The shipped configs. The repository keeps them in a top-level ``configs/`` folder (where users look
+    for them); packaging (setup.py) installs that folder as the package ``emotalk.configs``, so a
+    non-editable install finds them next to this file, and a source checkout or an editable install finds
+    them one level up. Plain files in both cases, so ``_base_:`` paths relative to a file keep working."""
+    installed = Path(__file__).resolve().parent / "configs"
+    return installed if installed.is_dir() else REPO_ROOT / "configs"
+
+
+CONFIG_DIR = _bundled_config_dir()
 
 
 def resolve_config_path(name: str | Path) -> Path:
-    """Find a config by path, or by a short name such as ``landmark/tiny`` in the repo's configs/."""
+    """Find a config by path (absolute or relative to the working folder), or by a short name such as
+    ``landmark/tiny`` / ``landmark/tiny.yaml`` / ``configs/landmark/tiny.yaml`` among the shipped configs."""
     p = Path(name)
-    candidates = [p, CONFIG_DIR / p, CONFIG_DIR / p.with_suffix(".yaml")]
+    short = Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == "configs" else p
+    candidates = [p]
+    if not p.is_absolute():
+        candidates += [CONFIG_DIR / short, CONFIG_DIR / short.with_suffix(".yaml")]
     for c in candidates:
         if c.is_file():
             return c
-    raise ConfigError(f"config {str(name)!r} not found; pass a YAML path or a name under {CONFIG_DIR} "
-                      f"such as 'landmark/tiny'")
+    shipped = sorted(q.relative_to(CONFIG_DIR).with_suffix("").as_posix() for q in CONFIG_DIR.rglob("*.yaml"))
+    raise ConfigError(f"config {str(name)!r} not found; pass a YAML path or one of the shipped configs: "
+                      f"{', '.join(shipped) or f'(none found in {CONFIG_DIR})'}")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -194,32 +209,58 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def config_class(task: str) -> type:
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(sorted(TASKS))}")
-    module, name = TASKS[task].split(":")
-    return getattr(importlib.import_module(module), name)
+def _schema_task(cls: type) -> str | None:
+    """The default of a dataclass's ``task`` field (its own task name), if it has one."""
+    for f in dataclasses.fields(cls):
+        if f.name == "task" and isinstance(f.default, str):
+            return f.default
+    return None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, task: str | None = None) -> Any:
-    """Read a YAML config (with ``_base_`` inheritance), apply overrides, return the typed dataclass."""
+def config_class(schema: Schema, task: str | None, where: str = "config") -> type:
+    """The dataclass ``schema`` gives for ``task`` (a mapping is looked up; one class must match)."""
+    if isinstance(schema, Mapping):
+        if task is None:
+            raise ConfigError(f"{where}: says no 'task:'; add one of: {', '.join(sorted(schema))}")
+        if task not in schema:
+            raise ConfigError(f"{where}: task {task!r} cannot be used here; choose one of "
+                              f"{', '.join(sorted(schema))}")
+        return schema[task]
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        raise TypeError(f"schema must be a config dataclass or a mapping task -> dataclass, got {schema!r}")
+    own = _schema_task(schema)
+    if task is not None and own is not None and task != own:
+        raise ConfigError(f"{where}: is a {task!r} config, but a {own!r} config is needed here")
+    return schema
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, schema: Schema | None = None,
+                task: str | None = None) -> Any:
+    """Read a YAML config (with ``_base_`` inheritance), apply overrides, return the typed dataclass.
+
+    ``schema``: the dataclass to read into, or a mapping task name -> dataclass (the file's ``task:``, or
+    ``task`` if given, selects). ``task`` also insists on that task (an error names both)."""
+    if schema is None:
+        raise TypeError("load_config needs schema=: the config dataclass, or a mapping task -> dataclass "
+                        "(the trainable tasks: TRAIN_CONFIGS in the train package)")
     p = resolve_config_path(path)
     data = deep_merge(_read_yaml(p), parse_overrides(overrides))
     file_task = data.get("task")
     if task is not None and file_task is not None and file_task != task:
         raise ConfigError(f"{p}: is a {file_task!r} config, but a {task!r} config is needed here")
     task = task or file_task
-    if task is None:
-        raise ConfigError(f"{p}: says no 'task:' ({', '.join(sorted(TASKS))})")
-    data["task"] = task
-    return from_dict(config_class(task), data)
+    cls = config_class(schema, task, str(p))
+    task = task or _schema_task(cls)
+    if task is not None:
+        data["task"] = task
+    return from_dict(cls, data)
 
 
-def config_from_dict(data: dict) -> Any:
+def config_from_dict(data: dict, schema: Schema) -> Any:
     """Rebuild a config saved by :func:`save_config` (or stored in checkpoint metadata)."""
-    if "task" not in data:
-        raise ConfigError("saved config has no 'task' key")
-    return from_dict(config_class(data["task"]), dict(data))
+    if not isinstance(data, dict):
+        raise ConfigError(f"saved config must be a mapping, got {type(data).__name__}")
+    return from_dict(config_class(schema, data.get("task"), "saved config"), dict(data))
 
 
 def dump_config(cfg: Any) -> str:
@@ -235,6 +276,4 @@ def _plain(x: Any) -> Any:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    from emotalk.utils.io import atomic_write_text
-
     atomic_write_text(Path(path), dump_config(cfg))

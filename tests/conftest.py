@@ -9,6 +9,19 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
+#: session fixtures that generate data and train models (1-2 minutes): a test using one is in the slow tier
+SLOW_FIXTURES = ("tiny_mini_data", "tiny_checkpoints")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Two tiers (README "Tests"): ``pytest -m "not slow"`` is the fast tier. Tests that train, preprocess
+    or run end to end carry ``@pytest.mark.slow``; a test that needs the trained tiny checkpoints (or the
+    preprocessed mini dataset) is slow whatever it asserts, so it is marked here rather than by hand."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models on shared cores: one intra-op thread is many times faster than two (no spinning)."""

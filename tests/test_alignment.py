@@ -160,3 +160,14 @@ def test_face_geometry_for_inference():
     assert (crop_pts[list(MOUTH[8:]), 1] - g.crop_landmarks[list(MOUTH[8:]), 1]).min() > 0.1 * 0.3 * 256 * 0.8
     img = np.zeros((600, 600, 3), np.uint8)
     assert g.crop(img).shape == (256, 256, 3)
+
+
+def test_mead_mini_similarity_is_the_same_fit():
+    """mead-mini's Similarity uses the one Umeyama fit of alignment.py (no second implementation)."""
+    from emotalk.mini.geometry import Similarity
+
+    rng = np.random.default_rng(3)
+    src = rng.normal(size=(30, 2))
+    dst = src @ np.array([[0.8, -0.6], [0.6, 0.8]]).T * 2.5 + [1.0, -4.0] + rng.normal(scale=0.01, size=(30, 2))
+    assert np.allclose(Similarity.fit(src, dst).m, similarity_fit(src, dst))
+    assert np.isclose(Similarity.fit(src, dst).scale, 2.5, atol=0.01)

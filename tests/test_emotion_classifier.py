@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from emotalk.config import load_config
 from emotalk.data.io.clip import Clip, DatasetManifest, clip_path, encode_frames, save_clip
 from emotalk.models.face_graph import canonical_template
+from emotalk.train.tasks import load_train_config
 from emotalk.errors import ConfigError
 
 EMOTIONS = ["neutral", "happy", "sad", "surprised"]
@@ -94,13 +94,14 @@ def trained(tmp_path_factory):
 
 
 def test_tiny_config_is_an_emotion_task():
-    cfg = load_config("configs/emotion/tiny.yaml", ["train.steps=5"])
+    cfg = load_train_config("configs/emotion/tiny.yaml", ["train.steps=5"])
     assert cfg.task == "emotion" and cfg.train.steps == 5 and cfg.data.root.endswith("mead-mini")
     assert cfg.model.image_size % (2 ** cfg.model.blocks) == 0
     with pytest.raises(ConfigError, match="emotion"):
-        load_config("configs/emotion/tiny.yaml", ["data.emotions=[happy, bored]"])
+        load_train_config("configs/emotion/tiny.yaml", ["data.emotions=[happy, bored]"])
 
 
+@pytest.mark.slow
 def test_classifier_beats_chance_on_held_out_subjects(trained):
     from emotalk.eval.emotion_classifier import EmotionFrameDataset, frame_accuracy, load_emotion_classifier
 
@@ -114,6 +115,7 @@ def test_classifier_beats_chance_on_held_out_subjects(trained):
     assert (run / "metrics.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_emo_acc_metric_uses_the_trained_classifier(trained):
     from emotalk.data.io.clip import list_clips, load_clip
     from emotalk.eval.metrics import MetricOptions, VideoSample, compute_metric

@@ -32,3 +32,29 @@ def test_evaluate_command_writes_the_tables(tiny_checkpoints, tiny_mini_data, tm
     gt = results["Ground truth"]
     assert gt["PSNR"] == float("inf") and gt["SSIM"] == 1.0 and gt["M-LD"] == 0.0 and gt["F-LVD"] == 0.0
     assert "| Ground truth | ∞ | 1 |" in md2
+
+
+def test_evaluate_leaves_its_config_alone_and_repeats_exactly(tiny_mini_data, tmp_path):
+    """results.json records the config evaluate() was given, and a second call gives the same tables
+    (Table 5 included: the neutral-only rows used to be lost on the second call)."""
+    import dataclasses
+
+    from emotalk.config import load_config
+    from emotalk.eval.evaluate import EvalConfig, evaluate
+
+    mini = json.loads((tiny_mini_data.raw / "mini.json").read_text())
+    cfg = load_config("eval/mead-mini", schema=EvalConfig, overrides=[
+        f"data.root={tiny_mini_data.processed}", f"data.subjects=[{mini['splits']['test'][0]}]",
+        "data.emotions=[neutral]", "data.clips_per_subject=1", f"out_dir={tmp_path / 'eval'}", "progress=false",
+        "metric_names=[psnr, m_ld]",
+        "methods=[{name: Static neutral photo, renderer: static, tables: [table2, table5]},"
+        " {name: Ground truth, renderer: reference, tables: [table2, table5]}]"])
+    before = dataclasses.asdict(cfg)
+    first = evaluate(cfg)  # static and reference rows need no generator: no pipeline loader
+    assert dataclasses.asdict(cfg) == before
+    recorded = json.loads((tmp_path / "eval" / "results.json").read_text())["config"]
+    assert recorded["methods"] == before["methods"] and recorded["methods"][0]["tables"] == ["table2", "table5"]
+    second = evaluate(cfg)
+    assert second["tables"] == first["tables"]
+    assert "| Static neutral photo [neutral] |" in second["tables"]["table5"]
+    assert first["results"]["Ground truth"]["M-LD"] == 0.0

@@ -49,3 +49,20 @@ def test_adjacency_is_the_delaunay_graph():
     recomputed = edges_from_triangles(delaunay_triangles(t_open))
     overlap = len({tuple(e) for e in recomputed} & {tuple(e) for e in edges}) / len(edges)
     assert overlap > 0.9
+
+
+def test_eye_distance_is_the_outer_eye_corner_distance_for_numpy_and_torch():
+    import torch
+
+    from emotalk.models.face_graph import eye_axis, eye_distance
+
+    t = canonical_template().astype(np.float64)
+    assert np.isclose(float(eye_distance(t)), 1.0, atol=1e-4)  # the template's unit
+    # a face scaled by 3 and rotated by 90 degrees: distance 3, axis rotated
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    face = 3.0 * t @ rot.T
+    batch = np.stack([t, face])
+    assert np.allclose(eye_distance(batch), [1.0, 3.0], atol=1e-4)
+    assert np.allclose(eye_axis(face), 3.0 * rot @ (t[45] - t[36]))
+    d = eye_distance(torch.tensor(batch, dtype=torch.float32))
+    assert isinstance(d, torch.Tensor) and torch.allclose(d, torch.tensor([1.0, 3.0]), atol=1e-4)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from emotalk.config import from_dict
-from emotalk.data.emotions import emotion_vector
+from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, emotion_vector
+from emotalk.models import landmark_generator as lg
 from emotalk.models.face_graph import REGIONS, adjacency_matrix, canonical_template
 from emotalk.errors import ConfigError
 from emotalk.models.audio_encoder import AudioEncoder
@@ -19,8 +20,8 @@ from emotalk.models.graph_pool import (GraphPool, GraphUnpool, face_regions, mem
                                        pooled_adjacency)
 from emotalk.models.landmark_generator import (GraphDiscriminator, GraphEncoder, LandmarkGenerator,
                                                LandmarkModelConfig)
-from emotalk.train.lsgan import lsgan_d_loss, lsgan_g_loss
-from emotalk.train.vertex_loss import vertex_loss
+from emotalk.models.losses.lsgan import lsgan_d_loss, lsgan_g_loss
+from emotalk.models.losses.vertex_loss import vertex_loss
 
 A68 = adjacency_matrix()
 E = 11  # 8 MEAD emotions + 3 intensity levels
@@ -286,6 +287,12 @@ def test_graph_encoder_standalone_for_small_widths():
 
 
 # --- config ------------------------------------------------------------------------------------------
+
+def test_model_default_vocabulary_is_the_data_layers():
+    """models/ cannot import data/, so G_L's default vocabulary is written out; it must stay MEAD's."""
+    assert lg.DEFAULT_EMOTIONS == EMOTIONS and lg.DEFAULT_INTENSITY_LEVELS == INTENSITY_LEVELS
+    assert LandmarkModelConfig().emotion_dim == len(EMOTIONS) + INTENSITY_LEVELS == lg.DEFAULT_EMOTION_DIM
+
 
 def test_config_from_dict_and_validation():
     cfg = from_dict(LandmarkModelConfig, {"gcn_channels": [16, 32, 128], "emotions": ["happy", "sad"],

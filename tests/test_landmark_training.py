@@ -20,6 +20,7 @@ def trained(tmp_path_factory):
     return root, trainer
 
 
+@pytest.mark.slow
 def test_beats_copy_the_neutral_face_baseline(trained):
     root, trainer = trained
     G = trainer.modules["generator"].eval()
@@ -33,6 +34,7 @@ def test_beats_copy_the_neutral_face_baseline(trained):
     assert err.mean() < 0.75 * base.mean()
 
 
+@pytest.mark.slow
 def test_same_audio_different_emotions_differ_where_the_emotion_acts(trained):
     root, trainer = trained
     G = trainer.modules["generator"].eval()

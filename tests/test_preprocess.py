@@ -10,8 +10,8 @@ import pytest
 from emotalk.data.io import media
 from emotalk.data.io.clip import DatasetManifest, clip_path, list_clips, load_clip, load_subject, subject_path
 from emotalk.data.face.detect import DlibLandmarker
-from emotalk.data.face.track import (FAN_WEIGHTS_FILE, FaceAlignmentLandmarker, TrackerOptions,
-                                         make_landmarker, smooth_landmarks, track_landmarks)
+from emotalk.data.face.landmarkers import FAN_WEIGHTS_FILE, FaceAlignmentLandmarker, make_landmarker
+from emotalk.data.face.track import TrackerOptions, smooth_landmarks, track_landmarks
 from emotalk.models.face_graph import canonical_template
 from emotalk.data.io.photos import public_domain_photos
 from emotalk.errors import MissingWeightsError, NoFaceError
@@ -156,6 +156,7 @@ def test_face_alignment_backend_needs_local_weights(tmp_path, monkeypatch):
         make_landmarker("face_alignment", weights=tmp_path / "nope.pth.tar")
 
 
+@pytest.mark.slow
 def test_face_alignment_backend_runs_from_a_local_file(tmp_path):
     """The FAN code path with a (random, 1-module) weights file supplied locally: shapes and plumbing."""
     torch = pytest.importorskip("torch")
@@ -197,6 +198,7 @@ def mini_raw(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_preprocess_dataset_end_to_end(mini_raw, tmp_path):
     from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 
@@ -257,6 +259,7 @@ def test_preprocess_dataset_end_to_end(mini_raw, tmp_path):
     assert load_clip(clip_path(out, "S02", "angry_level3_002")).num_frames == 40
 
 
+@pytest.mark.slow
 def test_cli_preprocess_crema_d_with_deepspeech(tmp_path, capsys):
     from emotalk.cli.main import main
 
@@ -268,9 +271,9 @@ def test_cli_preprocess_crema_d_with_deepspeech(tmp_path, capsys):
     np.save(ds / "1001" / "1001_DFA_NEU_XX.npy", np.zeros((38, 16, 29), np.float32))  # 1.5 s at 25 fps
     out = tmp_path / "out"
     code = main(["preprocess", "--dataset", "crema-d", "--root", str(raw), "--out", str(out), "--features",
-                 "deepspeech", "--deepspeech-dir", str(ds), "--crop-size", "96", "--quiet"])
+                 "deepspeech", "--deepspeech-dir", str(ds), "--crop-size", "96"])
     assert code == 0
-    text = capsys.readouterr().out
+    text = capsys.readouterr().out  # the summary is logged at INFO (hidden by --quiet)
     assert "1 clips done" in text and "skipped (missing features): 1" in text
     c = load_clip(clip_path(out, "1001", "1001_DFA_NEU_XX"))
     assert c.audio_features.shape == (45, 6, 29) and c.feature_kind == "deepspeech"
@@ -285,6 +288,7 @@ def test_cli_preprocess_crema_d_with_deepspeech(tmp_path, capsys):
     assert code != 0 and "feature_kind" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ground_truth_sidecar_landmarks(tmp_path):
     """mead-mini's <NNN>.landmarks.npz replaces tracking with --landmarks sidecar."""
     from emotalk.data.face.alignment import apply_similarity, invert_similarity
@@ -304,3 +308,26 @@ def test_ground_truth_sidecar_landmarks(tmp_path):
     assert c.extra["landmarks_source"] == "sidecar" and c.extra["detections"] == 0
     back = apply_similarity(invert_similarity(np.asarray(c.extra["crop_matrix"])), c.crop_landmarks)
     np.testing.assert_allclose(back, gt, atol=1e-2)
+
+
+def _scaled_by_worker_state(x: int) -> tuple[int, int]:
+    from emotalk.data.parallel import worker_cached, worker_state
+
+    calls = worker_cached("calls", lambda: [])  # one list per worker process
+    calls.append(x)
+    return x * worker_state()["factor"], len(calls)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_worker_pool_ships_state_once_and_keeps_order(workers):
+    """The one pool preprocessing and mead-mini share: same results in process and in forkserver workers,
+    state readable in every worker, per-worker caches, state gone from this process afterwards."""
+    from emotalk.data.parallel import WorkerPool, worker_state
+
+    with WorkerPool(workers, state={"factor": 3}) as pool:
+        out = list(pool.imap(_scaled_by_worker_state, range(8)))
+    assert [v for v, _ in out] == [3 * i for i in range(8)]
+    counts = [n for _, n in out]
+    if workers == 1:  # one cache, in this process: it grows by one per item
+        assert counts == list(range(counts[0], counts[0] + 8))
+    assert "factor" not in worker_state()

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from emotalk.data.emotions import EMOTIONS
-from emotalk.data.preprocess.readers import (BadName, parse_crema_d_name, parse_mead_path, parse_ravdess_name,
-                                  read_crema_d, read_dataset, read_mead, read_mead_mini, read_ravdess)
+from emotalk.data.preprocess.names import BadName, parse_crema_d_name, parse_mead_path, parse_ravdess_name
+from emotalk.data.preprocess.readers import (MEAD_MINI_VERSION, read_crema_d, read_dataset, read_mead,
+                                             read_mead_mini, read_ravdess)
 from emotalk.errors import DataError, InputError
 
 
@@ -99,6 +100,12 @@ def test_read_mead_mini_splits(tmp_path):
     (root / "mini.json").write_text("{broken")
     with pytest.raises(DataError, match="mini.json"):
         read_mead_mini(root)
+    # data made by an older generator (other ground-truth motion) must be regenerated, not mixed in
+    (root / "mini.json").write_text(json.dumps({"format_version": MEAD_MINI_VERSION - 1, "splits": {}}))
+    with pytest.raises(DataError, match="make-mini"):
+        read_mead_mini(root)
+    (root / "mini.json").write_text(json.dumps({"format_version": MEAD_MINI_VERSION, "splits": {}}))
+    assert len(read_mead_mini(root).records) == 2
 
 
 # ------------------------------------------------------------------------------------------------ CREMA-D

@@ -1,4 +1,5 @@
-"""Lip-sync metrics: SyncNet (LSE-C / LSE-D) machinery and the offline audio-visual sync score."""
+"""Lip-sync metrics: SyncNet (LSE-C / LSE-D) machinery and the offline audio-visual sync score, each
+checked against a reference implementation or a known answer (a known shift must be found)."""
 from __future__ import annotations
 
 import math
@@ -9,8 +10,10 @@ import pytest
 import torch
 
 from emotalk.errors import MissingWeightsError
+from emotalk.eval import audio as eval_audio
+from emotalk.eval.feature_store import Feature, Side
 from emotalk.eval.metrics import MetricOptions, VideoSample, compute_metric
-from emotalk.eval.metrics import sync
+from emotalk.eval.metrics import av_sync, lse
 from emotalk.models.syncnet import SyncNet
 
 
@@ -34,7 +37,7 @@ def test_mfcc_equals_python_speech_features():
     rng = np.random.default_rng(0)
     sig = np.round(rng.normal(size=16000) * 3000)
     sig[4000:5000] = 0  # silence: the eps branches
-    ours = sync.mfcc(sig, 16000)
+    ours = eval_audio.mfcc(sig, 16000)
     ref = psf.mfcc(sig, 16000)
     assert ours.shape == ref.shape == (99, 13)  # 1 + ceil((16000 - 400) / 160)
     np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
@@ -56,15 +59,15 @@ def test_calc_pdist_equals_syncnet_python_and_the_offset_sign():
     audio = torch.randn(T + k, D)
     video = audio[:T] + 0.01 * torch.randn(T, D)  # video frame i shows audio frame i - k ...
     audio = audio[k:]  # ... after dropping the first k audio frames: the video lags by k
-    dists = sync.calc_pdist(video, audio, V)
+    dists = lse.calc_pdist(video, audio, V)
     ref = torch.stack(_reference_calc_pdist(video, audio, V))
     torch.testing.assert_close(dists, ref, rtol=0, atol=1e-6)
-    offset, conf, min_dist = sync.sync_from_dists(dists, V)
+    offset, conf, min_dist = lse.sync_from_dists(dists, V)
     assert offset == k  # positive: video lags audio
     mdist = ref.mean(0)
     assert min_dist == pytest.approx(float(mdist.min()), rel=1e-6)
     assert conf == pytest.approx(float(torch.median(mdist) - mdist.min()), rel=1e-6)
-    assert sync.sync_from_dists(sync.calc_pdist(audio[:T - k], audio[:T - k], V), V)[0] == 0
+    assert lse.sync_from_dists(lse.calc_pdist(audio[:T - k], audio[:T - k], V), V)[0] == 0
 
 
 # --- offline AV sync ---------------------------------------------------------------------------------
@@ -90,7 +93,7 @@ def _talking(k: int, T: int = 90, fps: float = 30.0, sr: int = 16000, seed: int 
 @pytest.mark.parametrize("k", [0, 4, -3])
 def test_av_sync_finds_a_known_shift(k):
     audio, pts = _talking(k)
-    r = sync.av_sync(pts, audio, 16000, 30.0, vshift=15)
+    r = av_sync.av_sync(pts, audio, 16000, 30.0, vshift=15)
     assert r["offset"] == k
     assert r["conf"] > 0.5
     s = VideoSample(generated=np.zeros((len(pts), 8, 8, 3), np.uint8), audio=audio, sample_rate=16000, fps=30.0,
@@ -102,8 +105,8 @@ def test_av_sync_finds_a_known_shift(k):
 def test_av_sync_confidence_drops_for_unrelated_audio():
     audio, pts = _talking(0, seed=0)
     other, _ = _talking(0, seed=5)
-    good = sync.av_sync(pts, audio, 16000, 30.0)["conf"]
-    bad = sync.av_sync(pts, other, 16000, 30.0)["conf"]
+    good = av_sync.av_sync(pts, audio, 16000, 30.0)["conf"]
+    bad = av_sync.av_sync(pts, other, 16000, 30.0)["conf"]
     assert bad < good - 0.3
 
 
@@ -132,12 +135,13 @@ def test_syncnet_weights_missing_then_loaded_from_a_user_path(tmp_path):
     scripted = tmp_path / "syncnet_v2.pt"
     torch.jit.save(torch.jit.script(net), scripted)
     for path in (plain, scripted):
-        loaded = sync.load_syncnet(MetricOptions(syncnet_weights=str(path)))
+        loaded = lse.load_syncnet(MetricOptions(syncnet_weights=str(path)))
         for k, v in net.state_dict().items():
             assert torch.equal(loaded.state_dict()[k], v), (path.name, k)
 
 
-def test_lse_end_to_end_with_stand_in_weights(tmp_path):
+def test_lse_plumbing_with_stand_in_weights(tmp_path):
+    """The real network with stand-in weights: window count, crop format, and both metrics read one result."""
     from skimage import data
 
     face = cv2.resize(data.astronaut()[20:260, 120:360], (160, 160), interpolation=cv2.INTER_AREA)
@@ -150,14 +154,46 @@ def test_lse_end_to_end_with_stand_in_weights(tmp_path):
     s = VideoSample(generated=frames, audio=audio, sample_rate=16000, fps=fps, name="v")
     c = compute_metric("lse_c", [s], opts)
     d = compute_metric("lse_d", [s], opts)
-    assert np.isfinite(c.value) and c.value >= 0 and d.value > 0
-    assert -3 <= c.details["offsets"]["v"] <= 3
-    assert s.cache["syncnet"]["windows"] == T - 5  # 25 fps, 640 samples per frame, 5-frame windows
-    crops = sync.syncnet_crops(frames, s.cache["boxes/generated"])
+    res = s.features.get(Side.GENERATED, Feature.SYNCNET, params=(3, str(path)))
+    assert res["windows"] == T - 5  # 25 fps, 640 samples per frame, 5-frame windows
+    assert (c.value, d.value) == (res["lse_c"], res["lse_d"]) and c.details["offsets"] == d.details["offsets"]
+    crops = lse.syncnet_crops(frames, s.features.get(Side.GENERATED, Feature.BOXES))
     assert crops.shape == (T, 224, 224, 3) and crops.dtype == np.uint8
 
 
+class _CodeNet(torch.nn.Module):
+    """A stand-in SyncNet whose embeddings are one bit: is the first frame of the lip window bright, is the
+    first 10-25 ms of the matching audio loud. In sync, the bits agree at every window."""
+
+    def forward_lip(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, 5, 224, 224) BGR, 0..255
+        return (x[:, :, 0, 100:124, 100:124].mean(dim=(1, 2, 3)) > 120).double()[:, None]
+
+    def forward_aud(self, x: torch.Tensor) -> torch.Tensor:  # (N, 1, 13, 20) MFCC; row 0 = log energy
+        return (x[:, 0, 0, 1] > 0).double()[:, None]  # column 1 (10-35 ms) lies inside the video frame
+
+
+@pytest.mark.parametrize("k", [0, 3, -2])
+def test_lse_finds_a_known_shift_end_to_end(monkeypatch, k):
+    """Video frame t shows the sound of frame t - k: the metric must report offset k (video lags audio),
+    LSE-D ~ 0 (codes agree at that shift) and a clear LSE-C -- through crops, MFCC and the offset search."""
+    from emotalk.models.face_graph import canonical_template
+
+    T, K, fps, spf = 60, 5, 25.0, 640
+    u = np.random.default_rng(1).uniform(size=T + 2 * K) < 0.5
+    sound, shown = u[K:K + T], u[K - k:K - k + T]
+    audio = np.concatenate([(np.random.default_rng(t).normal(size=spf) * 0.3 if on else np.zeros(spf))
+                            for t, on in enumerate(sound)]).astype(np.float32)
+    frames = np.where(shown[:, None, None, None], 200, 40).astype(np.uint8) * np.ones((T, 256, 256, 3), np.uint8)
+    pts = np.repeat((canonical_template() * 80 + 128)[None].astype(np.float64), T, 0)
+    monkeypatch.setattr(lse, "load_syncnet", lambda opts: _CodeNet())
+    s = VideoSample(generated=frames, audio=audio, sample_rate=16000, fps=fps, name="v", generated_landmarks=pts)
+    opts = MetricOptions(sync_vshift=K)
+    c, d = compute_metric("lse_c", [s], opts), compute_metric("lse_d", [s], opts)
+    assert c.details["offsets"]["v"] == k
+    assert d.value < 0.1 and c.value > 0.3  # ~half the wrong shifts disagree; the right one almost never
+
+
 def test_resampling_to_25_fps_keeps_duration():
-    idx = sync.resample_indices(60, 30.0)
+    idx = lse.resample_indices(60, 30.0)
     assert len(idx) == 50 and idx[0] == 0 and idx[-1] <= 59
-    assert list(sync.resample_indices(7, 25.0)) == list(range(7))
+    assert list(lse.resample_indices(7, 25.0)) == list(range(7))

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from emotalk.config import load_config
 from emotalk.data.datasets.texture import TextureFrameDataset
+from emotalk.data.face.background import estimate_background_from_references
+from emotalk.data.io.clip import DatasetManifest
+from emotalk.data.loading import load_model
 from emotalk.errors import MissingWeightsError
-from emotalk.train.tasks import build_task
+from emotalk.train.tasks import build_task, load_train_config
 from emotalk.train.trainer import Trainer
 from texture_fixtures import make_warped_texture_dataset
 
@@ -36,7 +39,7 @@ def warped_data(tmp_path_factory):
 
 def tiny(root, run_dir, *overrides):
     # the generated crops are 64x64: train at that size (tiny.yaml's 128 would only upsample them, 4x slower)
-    return load_config("texture/tiny", [f"data.root={root}", f"train.run_dir={run_dir}", "train.progress=false",
+    return load_train_config("texture/tiny", [f"data.root={root}", f"train.run_dir={run_dir}", "train.progress=false",
                                         "train.tensorboard=false", f"data.train_subjects={SUBJECTS}",
                                         "model.image_size=64", *overrides])
 
@@ -73,6 +76,7 @@ def heldout_l1(G, heldout) -> tuple[float, float]:
     return float((fake - b["target"]).abs().mean()), float((b["identity"] - b["target"]).abs().mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_skip", [True, False], ids=["tiny", "tiny-paper-decoder"])
 def test_tiny_config_beats_return_the_input_on_heldout_frames(warped_data, tmp_path, image_skip):
     train, heldout = warped_data
@@ -89,6 +93,7 @@ def test_tiny_config_beats_return_the_input_on_heldout_frames(warped_data, tmp_p
     assert "perceptual loss: none" in log and "prior_flow=True" in log  # the run log names the choices
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["warp", "concat"])
 def test_both_flow_modes_train(warped_data, tmp_path, mode):
     train, _ = warped_data
@@ -104,6 +109,7 @@ def test_both_flow_modes_train(warped_data, tmp_path, mode):
     assert last < 0.7 * first
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_augmentation_and_gan(warped_data, tmp_path):
     train, _ = warped_data
     common = ("loss.perceptual=none", "loss.lambda_adv=0.1", "train.log_every=1", "train.batch_size=4",
@@ -130,11 +136,12 @@ def test_missing_vgg16_weights_stop_training_with_a_clear_message(warped_data, t
     assert "vgg16-397923af.pth" in str(e.value) and "loss.vgg16_weights" in str(e.value)
 
 
+@pytest.mark.slow
 def test_perceptual_choice_is_logged(warped_data, tmp_path):
     train, _ = warped_data
     short = ("train.steps=2", "train.batch_size=2", "train.ckpt_every=2", "train.val_batches=1",
              "data.val_max_frames=2")
-    assert load_config("texture/tiny").loss.perceptual == "none"  # what tiny.yaml chooses (CPU minutes)
+    assert load_train_config("texture/tiny").loss.perceptual == "none"  # what tiny.yaml chooses (CPU minutes)
     with pytest.warns(UserWarning, match="perceptual loss: none"):
         fit(tiny(train, tmp_path / "none", *short))
     assert "perceptual loss: none" in (tmp_path / "none" / "log.txt").read_text()
@@ -143,3 +150,33 @@ def test_perceptual_choice_is_logged(warped_data, tmp_path):
         trainer = fit(tiny(train, tmp_path / "run", "loss.perceptual=vgg16-random", *short))
     assert "vgg16-random" in (tmp_path / "run" / "log.txt").read_text()
     assert any("per" in r for r in trainer.history)
+
+
+def test_backdrop_colour_and_model_settings_travel_in_the_checkpoint(warped_data, tmp_path):
+    """The manifest's background_rgb (else an estimate from the reference crops) goes into the checkpoint,
+    and load_model rebuilds G_T with the trained settings (prior_flow included) and the same outputs."""
+    train, _ = warped_data
+    short = ("train.steps=1", "train.batch_size=2", "train.ckpt_every=1", "train.val_batches=1",
+             "data.val_max_frames=2", "loss.perceptual=none", "model.width_mult=0.125", "model.image_size=32")
+    with pytest.warns(UserWarning):
+        old_style = fit(tiny(train, tmp_path / "old", *short))  # a manifest without background_rgb
+    estimate = estimate_background_from_references(train)
+    assert estimate is not None and DatasetManifest.load(train).background_rgb is None
+    loaded = load_model(tmp_path / "old", "texture")
+    assert loaded.meta.background_rgb == tuple(estimate)
+    assert loaded.model_config.prior_flow is True  # tiny.yaml's choice, kept
+    assert loaded.model_config == old_style.cfg.model
+    G = old_style.modules["generator"].eval()
+    x = torch.utils.data.default_collate([TextureFrameDataset(train, image_size=32)[i] for i in range(2)])
+    args = (x["identity"], x["identity_landmarks"], x["target_landmarks"], x["emotion"])
+    with torch.no_grad():
+        assert torch.equal(G(*args)["image"], loaded.module(*args)["image"])
+
+    root = tmp_path / "data"
+    shutil.copytree(train, root)
+    manifest = DatasetManifest.load(root)
+    manifest.background_rgb = [12, 34, 56]
+    manifest.save(root)
+    with pytest.warns(UserWarning):
+        fit(tiny(root, tmp_path / "new", *short))
+    assert load_model(tmp_path / "new", "texture").meta.background_rgb == (12, 34, 56)

@@ -9,12 +9,11 @@ import torch
 import torch.multiprocessing as mp
 
 from emotalk.cli.main import main
-from emotalk.config import load_config
 from emotalk.data.io.clip import load_clip
 from emotalk.data.datasets.toy import make_toy_dataset
 from emotalk.errors import CheckpointError, DataError
 from emotalk.data.io import checkpoint as ckpt
-from emotalk.train.tasks import build_task, train_from_config
+from emotalk.train.tasks import build_task, load_train_config, train_from_config
 from emotalk.train.trainer import StepBatchSampler, Trainer
 
 
@@ -46,6 +45,7 @@ def test_batch_sampler_is_a_function_of_seed_and_step():
     assert sorted(halves[0] + halves[1]) == sorted(a.batch_for(4)) and not set(halves[0]) & set(halves[1])
 
 
+@pytest.mark.slow
 def test_resume_continues_the_loss_curve_exactly(toy, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     train_from_config("landmark/tiny", _overrides(toy, full, 10))
@@ -96,7 +96,7 @@ def _ddp_worker(rank, world, port, root, run_dir, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    cfg = load_config("landmark/tiny", _overrides(root, run_dir, 4))
+    cfg = load_train_config("landmark/tiny", _overrides(root, run_dir, 4))
     trainer = Trainer(build_task(cfg))
     trainer.fit()
     state = {k: v.detach().clone() for k, v in trainer.modules["generator"].state_dict().items()}
@@ -104,6 +104,7 @@ def _ddp_worker(rank, world, port, root, run_dir, out_dir):
     trainer.close()
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_keep_replicas_identical(toy, tmp_path):
     port = _free_port()
     mp.spawn(_ddp_worker, args=(2, port, str(toy), str(tmp_path / "ddp"), str(tmp_path)), nprocs=2, join=True)
@@ -116,7 +117,7 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(toy, tmp_path):
     # averaged DDP gradients over 2 × 8 samples = single-process gradients over the same 16 samples
     single = tmp_path / "single"
     torch.manual_seed(0)  # the trainer seeds itself; this only builds the reference initial weights
-    task = build_task(load_config("landmark/tiny", _overrides(toy, tmp_path / "x", 4)))
+    task = build_task(load_train_config("landmark/tiny", _overrides(toy, tmp_path / "x", 4)))
     from emotalk.train.trainer import seed_everything
 
     seed_everything(0)

@@ -10,7 +10,20 @@ identity crop (``identity/image``, ``identity/landmarks``) and a ``one_shot`` me
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 from pathlib import Path
+
+import numpy as np
+import torch
+
+from emotalk.data.loading import build_perceptual_loss, load_model, save_model
+from emotalk.errors import InputError
+from emotalk.inference.one_shot import one_shot_finetune
+from emotalk.inference.photo import prepare_photo
+from emotalk.utils.device import select_device
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,49 +44,34 @@ def _out_stem(out: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from emotalk.errors import InputError
-    from emotalk.inference.one_shot import one_shot_finetune
-    from emotalk.inference.photo import prepare_photo
-    from emotalk.data.io.checkpoint import save_checkpoint
-    from emotalk.train.texture_task import load_texture_generator
-
     if args.steps < 0:
         raise InputError(f"--steps must be >= 0, got {args.steps}")
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"--device {args.device} requested but CUDA is not available; use --device cpu")
-    G, cfg, meta = load_texture_generator(args.checkpoint, device)
-    S = cfg.model.image_size
+    device = select_device(args.device)
+    loaded = load_model(args.checkpoint, "texture", device)
+    G, meta = loaded.module, loaded.meta
+    S = loaded.model_config.image_size
     photo = prepare_photo(args.image, crop_size=S)
     for w in photo.warnings:
-        print(f"warning: {w}")
+        log.warning("%s", w)
     perceptual = None
     if args.perceptual != "none":
-        from emotalk.train.perceptual_loss import build_perceptual_loss
-
         perceptual, desc = build_perceptual_loss(args.perceptual, args.vgg16_weights, warn=False)
-        print(desc)
+        log.info("%s", desc)
     adapted, info = one_shot_finetune(G, photo.crop, photo.crop_landmarks, steps=args.steps, lr=args.lr,
                                       perceptual=perceptual, device=device, return_info=True)
-    tensors = {f"model/generator/{k}": v for k, v in adapted.state_dict().items()}
+    tensors = {}
     tensors["identity/image"] = torch.from_numpy(np.ascontiguousarray(photo.crop))
     tensors["identity/landmarks"] = torch.from_numpy(np.asarray(photo.crop_landmarks, np.float32))
     tensors["identity/crop_matrix"] = torch.from_numpy(np.asarray(photo.crop_matrix, np.float32))
-    out_meta = {"kind": "texture", "step": meta.get("step", 0), "config": meta["config"],
-                "image_size": S, "image_value_range": [-1.0, 1.0],
-                **{k: meta[k] for k in ("background_rgb", "flow_mode", "subjects") if k in meta},
-                "one_shot": {"base_checkpoint": meta.get("path", str(args.checkpoint)),
-                             "image": str(args.image), "steps": info.steps, "lr": info.lr,
-                             "seconds": round(info.seconds, 4), "device": info.device,
-                             "l1_before": info.l1_before, "l1_after": info.l1_after,
-                             "perceptual": args.perceptual}}
-    path = save_checkpoint(_out_stem(args.out), tensors, out_meta)
-    print(f"adapted G_T written to {path} ({info.steps} steps in {info.seconds:.2f} s on {info.device}; "
-          f"reconstruction L1 {info.l1_before:.4f} -> {info.l1_after:.4f})")
+    # every fact of the base checkpoint is kept (model config incl. prior_flow, background_rgb, ...)
+    out_meta = dataclasses.replace(meta, extra={
+        **meta.extra, "image_size": S, "image_value_range": [-1.0, 1.0],
+        "one_shot": {"base_checkpoint": str(meta.path or args.checkpoint),
+                     "image": str(args.image), "steps": info.steps, "lr": info.lr,
+                     "seconds": round(info.seconds, 4), "device": info.device,
+                     "l1_before": info.l1_before, "l1_after": info.l1_after,
+                     "perceptual": args.perceptual}})
+    path = save_model(_out_stem(args.out), adapted, "texture", loaded.model_config, out_meta, tensors=tensors)
+    log.info("adapted G_T written to %s (%d steps in %.2f s on %s; reconstruction L1 %.4f -> %.4f)", path,
+             info.steps, info.seconds, info.device, info.l1_before, info.l1_after)
     return 0

@@ -8,14 +8,15 @@ See :mod:`emotalk.mini.generator` for the layout, the subject ids and the landma
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from emotalk.errors import InputError
+from emotalk.mini.generator import SIZES, generate_mini
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emotalk.mini.generator import SIZES
-
     p.add_argument("--out", required=True, help="output folder, e.g. data/mead-mini (new, empty, or an "
                                                 "earlier mead-mini to regenerate)")
     p.add_argument("--size", default="tiny", choices=list(SIZES),
@@ -32,13 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emotalk.mini.generator import generate_mini
-
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     info = generate_mini(args.out, size=args.size, seed=args.seed, photos=args.photos, workers=args.workers,
                          progress=False if args.quiet else None)
-    print(f"mead-mini {info['size']}: {info['num_clips']} clips, {len(info['subject_ids'])} subjects "
+    log.info(f"mead-mini {info['size']}: {info['num_clips']} clips, {len(info['subject_ids'])} subjects "
           f"(test: {', '.join(info['splits']['test']) or 'none'}), {info['duration_s']:.1f} s of video, "
-          f"written to {args.out} in {info['generation_s']:.1f} s", file=sys.stderr)
+          f"written to {args.out} in {info['generation_s']:.1f} s")
     return 0

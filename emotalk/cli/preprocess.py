@@ -6,10 +6,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from emotalk.data.face.alignment import DEFAULT_FACE_SCALE
-from emotalk.data.speech.features import FEATURE_BACKENDS
+from emotalk.data.face.track import TrackerOptions
+from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 from emotalk.data.preprocess.readers import DEFAULT_TEST_LAST, READERS
+from emotalk.data.speech.features import FEATURE_BACKENDS
+from emotalk.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def _subjects(values: list[str] | None) -> list[str] | None:
@@ -32,9 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--features", default="phonemes", choices=sorted(FEATURE_BACKENDS),
                    help="speech features: phonemes (offline pocketsphinx), mel, or deepspeech "
-                        "(imports precomputed files, needs --deepspeech-dir)")
+                        "(needs --deepspeech-model or --deepspeech-dir)")
     p.add_argument("--window", type=int, default=None,
                    help="feature window W per video frame (default: deepspeech 6, phonemes 20, mel 20)")
+    p.add_argument("--deepspeech-model", default=None, metavar="PATH",
+                   help="frozen DeepSpeech 0.1.0 graph (deepspeech-0_1_0-b90017e8.pb): compute the deepspeech "
+                        "features from each clip's audio (in torch; no TensorFlow)")
     p.add_argument("--deepspeech-dir", default=None,
                    help="folder of per-clip DeepSpeech feature files ((T25, 16, 29) .npy)")
     p.add_argument("--deepspeech-fps", type=float, default=25.0,
@@ -62,10 +71,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emotalk.data.face.track import TrackerOptions
-    from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
-    from emotalk.errors import InputError
-
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     if args.crop_size < 32 or args.crop_size % 2:
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         reader_options.update(include_song=args.include_song, include_calm=not args.no_calm)
     opts = PreprocessOptions(fps=args.fps, crop_size=args.crop_size, face_scale=args.face_scale,
                              features=args.features, window=args.window, deepspeech_dir=args.deepspeech_dir,
+                             deepspeech_model=args.deepspeech_model,
                              deepspeech_group_fps=args.deepspeech_fps, detector=args.detector,
                              face_alignment_weights=args.face_alignment_weights, min_frames=args.min_frames,
                              landmark_source=args.landmarks,
@@ -85,5 +91,5 @@ def run(args: argparse.Namespace) -> int:
                                  workers=args.workers, options=opts, progress=False if args.quiet else None,
                                  max_clips=args.max_clips, reader_options=reader_options)
     for line in summary.lines():
-        print(line)
+        log.info(line)
     return 0

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
+
+from emotalk.train.tasks import train_from_config
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,10 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emotalk.train.tasks import train_from_config
-
     trainer, last = train_from_config(args.config, args.overrides, args.resume)
     if trainer.is_main:
         losses = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k not in ("step", "split"))
-        print(f"done: {trainer.run_dir} step {trainer.step}" + (f" ({losses})" if losses else ""))
+        log.info("done: %s step %d%s", trainer.run_dir, trainer.step, f" ({losses})" if losses else "")
     return 0

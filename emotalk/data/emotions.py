@@ -55,8 +55,12 @@ def parse_emotion(spec: str | Mapping[str, float], vocab: Sequence[str] = EMOTIO
         raise InputError(f"no emotion given; choose one of: {', '.join(vocab)}")
     out: dict[str, float] = {}
     for name, weight in items:
-        if weight < 0:
-            raise InputError(f"emotion weight for {name!r} must be >= 0, got {weight}")
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise InputError(f"emotion weight for {name!r} must be a number, got {weight!r}") from None
+        if not np.isfinite(weight) or weight < 0:  # NaN / inf would poison the normalisation below
+            raise InputError(f"emotion weight for {name!r} must be a finite number >= 0, got {weight}")
         key = canonical_emotion(name, vocab)
         out[key] = out.get(key, 0.0) + float(weight)
     total = sum(out.values())

@@ -9,6 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
+from emotalk.demo.emotion_panel import EmotionPanel, panels_section
+from emotalk.demo.posters import write_poster
+from emotalk.models.face_graph import brow_height, mouth_opening
 from emotalk.utils.io import atomic_write_text
 
 
@@ -59,8 +62,6 @@ def plot_landmarks(tracks: dict[str, np.ndarray], fps: float, out: str | Path, s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from emotalk.models.face_graph import brow_height, mouth_opening
-
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for name, lm in tracks.items():
         t = np.arange(len(lm)) / fps
@@ -104,8 +105,11 @@ def _markdown_table_to_html(md: str) -> str:
 
 
 def write_report(out: str | Path, *, videos: Sequence[tuple[str, str | Path]], images: Sequence[tuple[str, str | Path]],
-                 tables: Sequence[str], stage_seconds: dict[str, float], notes: Sequence[str] = ()) -> Path:
-    """Write ``report.html`` next to the artefacts it links (paths are made relative to it)."""
+                 tables: Sequence[str], stage_seconds: dict[str, float], notes: Sequence[str] = (),
+                 panels: Sequence[EmotionPanel] = ()) -> Path:
+    """Write ``report.html`` next to the artefacts it links (paths are made relative to it). Every video
+    gets a poster (its middle frame), so the page shows faces before anything is clicked; ``panels``: the
+    emotions x levels grids of :mod:`emotalk.demo.emotion_panel`, placed after the videos."""
     out = Path(out)
     base = out.parent
 
@@ -124,9 +128,11 @@ def write_report(out: str | Path, *, videos: Sequence[tuple[str, str | Path]], i
              "on this machine, offline, by <code>emotalk demo</code>.</p>",
              "<h2>Generated videos (same speech, different emotions)</h2><div class='videos'>"]
     for caption, path in videos:
-        parts.append(f"<figure><video src='{rel(path)}' controls loop muted></video>"
+        parts.append(f"<figure><video src='{rel(path)}' poster='{rel(write_poster(path))}' controls loop muted "
+                     f"preload='metadata'></video>"
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     parts.append("</div>")
+    parts.append(panels_section(panels, rel))
     for caption, path in images:
         parts.append(f"<h2>{html.escape(caption)}</h2><img src='{rel(path)}'>")
     if tables:

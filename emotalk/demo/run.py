@@ -8,21 +8,41 @@ Stages (each reuses its output when it is already there, so a second run is fast
 4. ``texture``    — train G_T with ``configs/texture/tiny.yaml``;
 5. ``generate``   — one held-out identity, one sentence that is not in the training data, several emotions,
    one blend and the warp baseline (one-shot fine-tuning on the held-out photo each time);
-6. ``evaluate``   — the paper's metrics on held-out subjects: ours vs. the warp and static baselines;
-7. ``report``     — ``report.html`` with the videos side by side, landmark plots, training curves, tables.
+6. ``emotions``   — the report's emotions panel: the held-out identity and the public-domain photo in every
+   emotion x level 1-3, a still + a looping strip each, with the measured separation from neutral;
+7. ``evaluate``   — the paper's metrics on held-out subjects: ours vs. the warp and static baselines;
+8. ``report``     — ``report.html`` with the videos side by side, landmark plots, training curves, tables.
 """
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
-from emotalk.utils.io import atomic_write_json
+from emotalk.config import load_config
+from emotalk.data.io.checkpoint import latest_checkpoint
+from emotalk.data.io.clip import load_subject, subject_path
+from emotalk.data.io.media import load_audio, write_wav
+from emotalk.data.io.photos import grace_hopper_path
+from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
+from emotalk.demo.emotion_panel import PANEL_SENTENCE, EmotionPanel, PanelOptions, render_panel
+from emotalk.demo.report import plot_landmarks, plot_training_curves, write_report
+from emotalk.eval.evaluate import EvalConfig, evaluate
+from emotalk.inference import GenerateOptions, Pipeline
+from emotalk.inference.checkpoints import remember_checkpoints
+from emotalk.mini.generator import generate_mini
+from emotalk.mini.tts import synthesize
+from emotalk.train.tasks import train_from_config
+from emotalk.utils.io import atomic_path, atomic_write_json
+
+logger = logging.getLogger(__name__)
 
 #: a sentence that is not among mead-mini's Harvard sentences (lists 1-6)
 DEMO_SENTENCE = "Every emotion changes the face, but the words stay the same."
@@ -42,13 +62,15 @@ class DemoOptions:
     finetune_steps: int = 5
     eval_clips_per_subject: int = 2
     progress: bool = True
+    emotion_panel: bool = True  # the report's emotions x levels grids (held-out subject + full photo)
+    panel_frames: int = 12  # rendered frames per grid tile (its looping strip)
 
 
 class Demo:
-    def __init__(self, opts: DemoOptions, log: Callable[[str], None] = print):
+    def __init__(self, opts: DemoOptions, log: Callable[[str], None] | None = None):
         self.o = opts
         self.out = Path(opts.out)
-        self.log = log
+        self.log = log or logger.info  # the CLI shows INFO unless --quiet
         self.stage_seconds: dict[str, float] = {}
         self.state_dir = self.out / "stages"
 
@@ -87,25 +109,18 @@ class Demo:
 
     # --- stages -------------------------------------------------------------------------------------
     def make_mini(self) -> dict:
-        from emotalk.mini import generate_mini
-
         if self.mini_dir.exists():  # an interrupted earlier attempt: start that stage again
             shutil.rmtree(self.mini_dir)
         info = generate_mini(self.mini_dir, self.o.size, workers=self.o.workers, progress=self.o.progress)
         return {"output": str(self.mini_dir), "splits": info["splits"]}
 
     def preprocess(self) -> dict:
-        from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
-
         summary = preprocess_dataset("mead-mini", self.mini_dir, self.processed_dir, workers=self.o.workers,
                                      options=PreprocessOptions(features=self.o.features),
                                      progress=self.o.progress)
         return {"output": str(self.processed_dir), "summary": str(summary)}
 
     def _train(self, config: str, name: str, overrides: list[str], splits: dict) -> dict:
-        from emotalk.data.io.checkpoint import latest_checkpoint
-        from emotalk.train.tasks import train_from_config
-
         run = self.checkpoints / name
         base = [f"data.root={self.processed_dir}", f"train.run_dir={run}",
                 f"data.train_subjects=[{', '.join(splits['train'])}]",
@@ -118,18 +133,10 @@ class Demo:
         return {"output": str(run)}
 
     def generate(self, splits: dict) -> dict:
-        from emotalk.data.io.clip import load_subject, subject_path
-        from emotalk.data.io.media import write_wav
-        from emotalk.mini.tts import synthesize
-        from emotalk.inference.pipeline import Pipeline
-        from emotalk.utils.io import atomic_path
-
         gen_dir = self.out / "videos"
         gen_dir.mkdir(parents=True, exist_ok=True)
         held_out = splits["test"][0]
         photo = gen_dir / f"{held_out}_neutral.png"
-        import cv2
-
         ref = load_subject(subject_path(self.processed_dir, held_out))
         with atomic_path(photo, suffix=".png") as tmp:
             cv2.imwrite(str(tmp), ref.image[..., ::-1])
@@ -144,38 +151,50 @@ class Demo:
         for caption, emotion, intensity, renderer in jobs:
             name = caption.split(" (")[0].replace(" ", "_").replace(":", "").replace(",", "_")
             out = gen_dir / f"{name}.mp4"
-            res = pipe.generate(photo, wav, emotion=emotion, intensity=intensity, out=out,
-                                finetune_steps=self.o.finetune_steps, renderer=renderer, progress=False)
+            opts = GenerateOptions(emotion=emotion, intensity=intensity, renderer=renderer,
+                                   finetune_steps=self.o.finetune_steps, progress=False)
+            res = pipe.generate(photo, wav, opts, out=out)
             videos.append((caption, str(out)))
             if getattr(res, "landmarks", None) is not None:
                 tracks[caption] = np.asarray(res.landmarks)
         # the same sentence on the original full-size public-domain photo (pasted back into it)
-        from emotalk.data.io.photos import grace_hopper_path
-
         out = gen_dir / "grace_hopper_happy.mp4"
-        pipe.generate(grace_hopper_path(), wav, emotion="happy", intensity=3, out=out,
-                      finetune_steps=self.o.finetune_steps, progress=False)
+        pipe.generate(grace_hopper_path(), wav, GenerateOptions(emotion="happy", intensity=3, progress=False,
+                                                                 finetune_steps=self.o.finetune_steps), out=out)
         videos.append(("full photo (Grace Hopper, seen in training), happy", str(out)))
         np.savez(gen_dir / "landmark_tracks.npz", **{k.replace(" ", "_"): v for k, v in tracks.items()})
         return {"output": str(gen_dir), "videos": videos, "photo": str(photo), "speech": str(wav),
                 "held_out_subject": held_out, "tracks": list(tracks)}
 
     def evaluate(self, splits: dict) -> dict:
-        from emotalk.config import load_config
-        from emotalk.eval.evaluate import evaluate
-
-        cfg = load_config("eval/mead-mini", [
+        cfg = load_config("eval/mead-mini", schema=EvalConfig, overrides=[
             f"checkpoints={self.checkpoints}", f"out_dir={self.out / 'eval'}", f"data.root={self.processed_dir}",
             f"data.subjects=[{', '.join(splits['test'])}]",
             f"data.clips_per_subject={self.o.eval_clips_per_subject}",
             "metrics.emotion_classifier=null", f"progress={str(self.o.progress).lower()}"])
-        res = evaluate(cfg)
+        res = evaluate(cfg, lambda lm, tex, dev: Pipeline.from_checkpoints((lm, tex), device=dev,
+                                                                      load_texture=tex is not None))
         return {"output": res["out_dir"], "tables": res["tables"]}
 
-    def report(self, gen: dict, ev: dict) -> Path:
-        from emotalk.data.io.media import load_audio
-        from emotalk.demo.report import plot_landmarks, plot_training_curves, write_report
+    def emotion_panels(self, splits: dict) -> dict:
+        """The report's emotions panel: the held-out subject and the full public-domain photo, each in every
+        emotion x level 1-3 saying a short sentence (G_T fine-tuned once per face, per-frame emotions)."""
+        out = self.out / "emotions"
+        pipe = Pipeline.from_checkpoints(self.checkpoints)
+        speech = synthesize(PANEL_SENTENCE)
+        held_out = splits["test"][0]
+        ref = load_subject(subject_path(self.processed_dir, held_out))
+        # dlib without upsampling: the 256² crops' faces are large, and it is 4x cheaper
+        opts = PanelOptions(frames=self.o.panel_frames, finetune_steps=self.o.finetune_steps, landmark_upsample=0)
+        photo = pipe.prepare_photo(grace_hopper_path(), size=ref.image.shape[0])
+        faces = [(f"Held-out mead-mini subject {held_out} (never seen in training)", held_out, ref.image),
+                 ("Full public-domain photo (Grace Hopper, the source of some mead-mini identities), its face "
+                  "crop", "grace_hopper", photo.crop)]
+        panels = [render_panel(pipe, title, image, speech.audio, speech.sample_rate, out / name, opts, name)
+                  for title, name, image in faces]
+        return {"output": str(out), "sentence": PANEL_SENTENCE, "panels": [p.to_json() for p in panels]}
 
+    def report(self, gen: dict, ev: dict, emo: dict | None = None) -> Path:
         images = []
         curves = plot_training_curves({"G_L (landmarks)": self.checkpoints / "landmark",
                                        "G_T (texture)": self.checkpoints / "texture"},
@@ -196,7 +215,7 @@ class Demo:
                  f"\"{DEMO_SENTENCE}\" (not in the training sentences)."]
         return write_report(self.out / "report.html", videos=gen["videos"], images=images,
                             tables=list(ev.get("tables", {}).values()), stage_seconds=self.stage_seconds,
-                            notes=notes)
+                            notes=notes, panels=[EmotionPanel.from_json(p) for p in (emo or {}).get("panels", [])])
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -205,9 +224,11 @@ class Demo:
         self._stage("preprocess", self.preprocess)
         self._stage("landmark", lambda: self._train("landmark/tiny", "landmark", self.o.landmark_overrides, splits))
         self._stage("texture", lambda: self._train("texture/tiny", "texture", self.o.texture_overrides, splits))
+        remember_checkpoints(self.checkpoints)  # so 'emotalk generate' finds these models without flags
         gen = self._stage("generate", lambda: self.generate(splits))
+        emo = self._stage("emotions", lambda: self.emotion_panels(splits)) if self.o.emotion_panel else None
         ev = self._stage("evaluate", lambda: self.evaluate(splits))
         t0 = time.perf_counter()
-        path = self.report(gen, ev)
+        path = self.report(gen, ev, emo)
         self.stage_seconds["report"] = time.perf_counter() - t0
         return path

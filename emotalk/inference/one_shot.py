@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from emotalk.data.datasets.texture import to_tensor_image
 from emotalk.data.emotions import emotion_vector
 from emotalk.errors import InputError
+from emotalk.models.losses.reconstruction_loss import reconstruction_loss
 from emotalk.models.texture_generator import TextureGenerator
-from emotalk.train.reconstruction_loss import reconstruction_loss
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def _as_image(image, size: int, device) -> Tensor:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"the photo must be an RGB uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
-        from emotalk.data.datasets.texture import to_tensor_image
-
         image = to_tensor_image(image)
     t = torch.as_tensor(image, dtype=torch.float32)
     if t.dim() == 3:
@@ -89,7 +88,7 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
         (S, S, 3) uint8 RGB array.
     landmarks_px: (68, 2) landmarks of that crop, in its pixels.
     steps, lr, betas: Adam iterations (paper: up to 5), learning rate and betas.
-    perceptual: optional eq. (7) module (``emotalk.train.perceptual_loss.PerceptualLoss``), weighted by
+    perceptual: optional eq. (7) module (``emotalk.models.losses.perceptual_loss.PerceptualLoss``), weighted by
         ``lambda_per``; the L1 term is weighted by ``lambda_rec``.
     finetune_emotion: control vector fed during fine-tuning (default and paper: neutral at intensity 1;
         the photo shows a neutral face, so this is *not* the emotion the video will be rendered with).

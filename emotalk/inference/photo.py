@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.data.face.alignment import (align_to_template, apply_similarity, crop_transform, to_image,
-                                    warp_image)
-from emotalk.models.face_graph import mouth_opening
+                                         warp_image)
+from emotalk.data.face.detect import DlibLandmarker
+from emotalk.data.face.track import detect_boxes
 from emotalk.errors import InputError, NoFaceError
+from emotalk.models.face_graph import mouth_opening
 
 #: Smallest usable face (the detector box's longer side, in pixels of the prepared photo).
 MIN_FACE_SIZE = 64
@@ -174,9 +176,6 @@ def _even(image: np.ndarray) -> np.ndarray:
 
 def detect_faces(image: np.ndarray, landmarker=None, detect_max_side: int = 1024):
     """All face boxes (full-resolution pixels), largest first, and the landmarker used."""
-    from emotalk.data.face.detect import DlibLandmarker
-    from emotalk.data.face.track import detect_boxes
-
     lm = landmarker if landmarker is not None else DlibLandmarker(upsample=1)
     return detect_boxes(lm, image, detect_max_side), lm
 

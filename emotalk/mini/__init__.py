@@ -8,19 +8,14 @@ Modules, in pipeline order:
 - :mod:`~emotalk.mini.visemes` — phones -> jaw/width/round/closure/tuck with coarticulation ->
   68-point displacements;
 - :mod:`~emotalk.mini.action_units` — emotions as FACS action units scaled by MEAD level;
-- :mod:`~emotalk.mini.blinks` — spontaneous blinks;
-- :mod:`~emotalk.mini.motion` — composition of the above into per-frame canonical landmarks;
+- :mod:`~emotalk.mini.motion` — composition of the above and spontaneous blinks
+  (:mod:`emotalk.data.face.blinks`, shared with inference) into per-frame canonical landmarks;
 - :mod:`~emotalk.mini.identity` — photo crop/alignment, several subjects per photo;
-- :mod:`~emotalk.mini.render` — piecewise-affine warp + drawn mouth interior;
-- :mod:`~emotalk.mini.generator` — sizes, plan, files (layout and sidecar format documented there).
+- :mod:`~emotalk.mini.plan` — sizes, subjects, voices and clips, decided from the seed;
+- :mod:`~emotalk.mini.generator` — executes a plan and writes the files (layout and sidecar format documented there);
+  frames are rendered with :mod:`emotalk.data.face.warp` (piecewise-affine warp + drawn mouth
+  interior, shared with inference).
 """
+from emotalk.mini.generator import SIZES, generate_mini, load_sidecar, plan_dataset
+
 __all__ = ["SIZES", "generate_mini", "load_sidecar", "plan_dataset"]
-
-
-def __getattr__(name: str):
-    # lazy: importing a submodule (e.g. tts) does not pull in the whole generator
-    if name in __all__:
-        from emotalk.mini import generator
-
-        return getattr(generator, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emotalk.data.face.alignment import similarity_fit
 from emotalk.models.face_graph import MIRROR
 
 #: landmarks on the facial midline used to find it
@@ -28,17 +29,9 @@ class Similarity:
 
     @staticmethod
     def fit(src: np.ndarray, dst: np.ndarray) -> "Similarity":
-        """Least-squares similarity (Umeyama, no reflection) mapping ``src`` (N, 2) onto ``dst`` (N, 2)."""
-        src = np.asarray(src, np.float64)
-        dst = np.asarray(dst, np.float64)
-        ms, md = src.mean(0), dst.mean(0)
-        a, b = src - ms, dst - md
-        u, s, vt = np.linalg.svd(a.T @ b)
-        d = np.sign(np.linalg.det(u @ vt)) or 1.0
-        r = (u @ np.diag([1.0, d]) @ vt).T  # rotation acting on column vectors
-        scale = (s * np.array([1.0, d])).sum() / max((a ** 2).sum(), 1e-12)
-        A = scale * r
-        return Similarity(np.hstack([A, (md - A @ ms)[:, None]]))
+        """Least-squares similarity (Umeyama, no reflection) mapping ``src`` (N, 2) onto ``dst`` (N, 2):
+        :func:`emotalk.data.face.alignment.similarity_fit`, the one fit preprocessing uses too."""
+        return Similarity(similarity_fit(src, dst))
 
     @property
     def linear(self) -> np.ndarray:

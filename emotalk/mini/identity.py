@@ -3,7 +3,8 @@
 :func:`prepare_photo` finds the face with dlib, similarity-aligns the photo so the face sits upright and
 centred in a square frame (outer eye corners ``UNIT_FRACTION`` of the frame width apart), re-detects the
 68 landmarks on the crop (so the ground truth is what dlib sees at this resolution) and segments the
-person from the background with GrabCut (seeded by the landmarks).
+person from the background with GrabCut seeded by the landmarks
+(:func:`emotalk.data.face.background.person_mask`, the mask inference uses too).
 
 :func:`make_subject` turns a prepared photo into one subject with :class:`IdentityParams`: an optional
 left-right mirror (real faces are asymmetric, so a mirrored face is a different face), landmark-driven
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from emotalk.models.face_graph import MIRROR, canonical_template
+from emotalk.data.face.background import person_mask
+from emotalk.data.face.detect import DlibLandmarker
+from emotalk.data.face.warp import FaceWarper
+from emotalk.models.face_graph import MIRROR, canonical_template, eye_distance
 from emotalk.mini.geometry import Similarity, side_sign
 from emotalk.errors import InputError, NoFaceError
 
@@ -106,42 +110,6 @@ def read_photo(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])
 
 
-def _foreground_mask(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """Soft person mask: GrabCut seeded with the face (certain), head and torso (probable)."""
-    import cv2
-
-    s = image.shape[0]
-    mask = np.full(image.shape[:2], cv2.GC_PR_BGD, np.uint8)
-    face_w = lm[16, 0] - lm[0, 0]
-    cx = lm[27:36, 0].mean()
-    cy = lm[:, 1].mean()
-    cv2.ellipse(mask, (int(cx), int(cy - 0.25 * face_w)), (int(0.62 * face_w), int(0.85 * face_w)), 0, 0, 360,
-                int(cv2.GC_PR_FGD), -1)
-    cv2.rectangle(mask, (int(cx - 0.9 * face_w), int(lm[8, 1] + 0.1 * face_w)), (int(cx + 0.9 * face_w), s - 1),
-                  int(cv2.GC_PR_FGD), -1)
-    cv2.fillConvexPoly(mask, cv2.convexHull(lm.astype(np.int32)), int(cv2.GC_FGD))
-    border = np.zeros_like(mask, dtype=bool)
-    border[:4, :] = True
-    border[:, :3] = True
-    border[:, -3:] = True
-    mask[border & (mask != cv2.GC_FGD)] = cv2.GC_BGD
-    bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        pass  # keep the seeds as the mask
-    fg = np.isin(mask, [cv2.GC_FGD, cv2.GC_PR_FGD]).astype(np.uint8)
-    # keep the component holding the face, smooth the edge
-    n, labels = cv2.connectedComponents(fg)
-    if n > 2:
-        face_label = labels[int(np.clip(lm[30, 1], 0, s - 1)), int(np.clip(lm[30, 0], 0, s - 1))]
-        if face_label:
-            fg = (labels == face_label).astype(np.uint8)
-    soft = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 2.0)
-    return soft
-
-
 def refine_inner_lips(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Move the inner-lip points off visible teeth.
 
@@ -157,7 +125,7 @@ def refine_inner_lips(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     sat = (v - rgb.min(-1)) / np.maximum(v, 1e-3)
     redness = (rgb[..., 0] - rgb[..., 1]) / np.maximum(rgb[..., 0], 1e-3)
     teeth = (sat < 0.24) & (redness < 0.14) & (v > 0.42)
-    limit = 0.08 * np.linalg.norm(lm[45] - lm[36])  # never move a point further than this
+    limit = 0.08 * float(eye_distance(lm))  # never move a point further than this
 
     def is_teeth(y: int, x: float) -> bool:
         if not 0 <= y < h:
@@ -181,8 +149,6 @@ def prepare_photo(image: np.ndarray, name: str, source: str = "", size: int = FR
     """Detect, align and crop the largest face of ``image`` (RGB uint8) into a ``size``² frame."""
     import cv2
 
-    from emotalk.data.face.detect import DlibLandmarker
-
     img = np.asarray(image)
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
@@ -201,7 +167,7 @@ def prepare_photo(image: np.ndarray, name: str, source: str = "", size: int = FR
         raise NoFaceError(f"no face found in {where}; use a frontal photo where the face is clearly visible")
     face = max(faces, key=lambda f: f.size)
     lm = face.landmarks.astype(np.float64) / k
-    if np.linalg.norm(lm[45] - lm[36]) < 24:
+    if eye_distance(lm) < 24:
         raise NoFaceError(f"the face in {where} is too small ({face.size / k:.0f} px); use a photo where the "
                           f"face is at least 100 pixels wide")
     to_canon = Similarity.fit(lm, canonical_template())
@@ -224,7 +190,7 @@ def prepare_photo(image: np.ndarray, name: str, source: str = "", size: int = FR
         x1, y1 = box_pts.max(0)
         crop_lm = det.fit(crop, (x0, y0, x1, y1)).landmarks.astype(np.float64)
     crop_lm = refine_inner_lips(crop, crop_lm)
-    fg = _foreground_mask(crop, crop_lm)
+    fg = person_mask(crop, crop_lm, feather=2.0, erode=0)  # the same GrabCut mask inference uses
     return PreparedPhoto(name=name, image=crop, landmarks=crop_lm, foreground=fg, source=source or f"builtin:{name}")
 
 
@@ -318,8 +284,6 @@ def recolour(image: np.ndarray, landmarks: np.ndarray, foreground: np.ndarray, p
 
 def make_subject(photo: PreparedPhoto, subject_id: str, params: IdentityParams) -> Subject:
     """Build a subject (neutral frame + landmarks + canonical alignment) from a prepared photo."""
-    from emotalk.mini.render import FaceWarper
-
     if params.mirror:
         image, lm, fg = _mirror(photo)
     else:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from emotalk.errors import DataError, DependencyError, InputError
+from emotalk.mini import _espeak_server as srv
 
 #: eSpeak symbols that are pauses (silence) rather than speech sounds.
 PAUSE_PHONES = frozenset({"_", "_:", "_!", "_;", "_^_", "_X1", ""})
@@ -185,8 +186,6 @@ class _InProcessEngine:
     """Fallback where ``fork`` is unavailable: deterministic only for the first utterance of a process."""
 
     def __init__(self):
-        from emotalk.mini import _espeak_server as srv
-
         try:
             self.lib, self.sample_rate = srv.load_engine()
         except ImportError:

@@ -3,7 +3,7 @@
 Parameter names follow ``recognition/arcface_torch/backbones/iresnet.py`` so the released backbones
 (e.g. ``ms1mv3_arcface_r100_fp16/backbone.pth``, a plain state dict) load with ``strict=True``. Input: an
 aligned 112x112 RGB face scaled to [-1, 1] (``(x / 255 - 0.5) / 0.5``); output: a 512-D embedding (not
-normalised; compare with cosine similarity). No file I/O here; :mod:`emotalk.eval.metrics.identity` loads
+normalised; compare with cosine similarity). No file I/O here; :mod:`emotalk.eval.detectors` loads
 weights.
 """
 from __future__ import annotations

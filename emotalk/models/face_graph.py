@@ -115,3 +115,25 @@ def brow_height(points: np.ndarray) -> np.ndarray:
     """Mean vertical distance from the brows down to the eyes (larger = raised brows); (..., 68, 2)."""
     pts = np.asarray(points)
     return pts[..., list(EYES), 1].mean(-1) - pts[..., list(BROWS), 1].mean(-1)
+
+
+#: The outer eye corners: their distance is the face's unit of length everywhere in emotalk (the canonical
+#: template has it at 1; the mead-mini generator, the warp renderer, G_T's heatmaps and the metrics all
+#: measure in it), because it barely moves with speech or expression.
+OUTER_EYE_CORNERS = (36, 45)
+
+
+def eye_axis(points):
+    """(..., 2) vector from the face's right outer eye corner (36) to its left one (45); numpy array or
+    torch tensor of (..., 68, 2), returned as the same kind."""
+    pts = points if hasattr(points, "shape") else np.asarray(points)
+    return pts[..., OUTER_EYE_CORNERS[1], :] - pts[..., OUTER_EYE_CORNERS[0], :]
+
+
+def eye_distance(points):
+    """(...,) outer-eye-corner distance of (..., 68, 2) landmarks: numpy in, float64 numpy out (a float
+    for one face's (68, 2) gives a 0-d array; wrap in ``float()``); torch in, torch out (same dtype)."""
+    axis = eye_axis(points)
+    if isinstance(axis, np.ndarray):
+        return np.linalg.norm(axis.astype(np.float64, copy=False), axis=-1)
+    return axis.norm(dim=-1)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from emotalk.models.face_graph import eye_distance
+
 NUM_HEATMAP_CHANNELS = 69  # 68 landmarks + background
 
 
@@ -85,7 +87,7 @@ def landmark_prior_flow(neutral_px: Tensor, driven_px: Tensor, image_size: int, 
     if neutral_px.shape != driven_px.shape:
         neutral_px = neutral_px.expand_as(driven_px)
     neutral, driven = neutral_px.float(), driven_px.float()
-    eye = (neutral[:, 45] - neutral[:, 36]).norm(dim=-1).clamp_min(1e-3)  # (B,) crop pixels
+    eye = eye_distance(neutral).clamp_min(1e-3)  # (B,) crop pixels
     s_hm = sigma * eye * (size / float(image_size))  # σ in heatmap pixels
     w = landmark_heatmaps(driven, image_size, size, s_hm, background=False)  # (B, L, size, size)
     disp = (neutral - driven) * (2.0 / image_size)  # (B, L, 2): crop pixels -> normalised units

@@ -39,7 +39,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS
 from emotalk.errors import ConfigError
 from emotalk.models.audio_encoder import AudioEncoder
 from emotalk.models.emotion_encoder import EmotionEncoder
@@ -48,8 +47,14 @@ from emotalk.models.graph_pool import (GraphPool, GraphUnpool, Groups, face_regi
                                        whole_graph)
 
 Adjacency = Tensor | np.ndarray
+#: Default control-vector vocabulary: MEAD's 8 emotions and 3 intensity levels, written out here because
+#: models sit below the data layer (they are ``emotalk.data.emotions.EMOTIONS`` / ``INTENSITY_LEVELS``; a
+#: test keeps them equal). Configs name their own vocabulary.
+DEFAULT_EMOTIONS: tuple[str, ...] = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad",
+                                     "surprised")
+DEFAULT_INTENSITY_LEVELS = 3
 #: Length of the default control vector (8 MEAD emotions + 3 intensity levels).
-DEFAULT_EMOTION_DIM = len(EMOTIONS) + INTENSITY_LEVELS
+DEFAULT_EMOTION_DIM = len(DEFAULT_EMOTIONS) + DEFAULT_INTENSITY_LEVELS
 
 
 @dataclass
@@ -67,8 +72,8 @@ class LandmarkModelConfig:
     #: Widths of E_G's GCN layers on the landmark graph; the last one must equal d.
     gcn_channels: tuple[int, ...] = (32, 64, 128)
     #: Emotion vocabulary of the control vector (``emotalk.data.emotions``).
-    emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))
-    intensity_levels: int = INTENSITY_LEVELS
+    emotions: list[str] = field(default_factory=lambda: list(DEFAULT_EMOTIONS))
+    intensity_levels: int = DEFAULT_INTENSITY_LEVELS
     #: Table 3 ablation switches.
     use_graph_encoder: bool = True
     use_skip: bool = True

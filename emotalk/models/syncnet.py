@@ -9,7 +9,7 @@ they are in sync:
 
 Module names (``netcnnaud``, ``netfcaud``, ``netcnnlip``, ``netfclip``) equal syncnet_python's, so its
 released ``syncnet_v2.model`` (a state dict of these parameters) loads with ``strict=True``. No file I/O
-here; :mod:`emotalk.eval.metrics.sync` loads the weights and computes LSE-C / LSE-D.
+here; :mod:`emotalk.eval.detectors` loads the weights and :mod:`emotalk.eval.metrics.lse` computes LSE-C / LSE-D.
 """
 from __future__ import annotations
 

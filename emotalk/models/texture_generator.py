@@ -20,9 +20,9 @@ Conventions
 -----------
 - Images (input identity image and output ``image``) are RGB in **[-1, 1]**, ``(B, 3, S, S)``.
 - Landmarks are crop pixels of the S×S image, pixel-index convention (see :mod:`emotalk.models.heatmap`).
-- ``flow`` ``(B, 2, S/4, S/4)`` in [-1, 1] (tanh) is a *backward* displacement in normalised image
-  coordinates (``grid_sample``'s [-1, 1] span, ``align_corners=False``), channel 0 = x, channel 1 = y:
-  output position p takes identity features from ``p + flow(p)``. The flow head starts at zero, i.e. at
+- ``flow`` ``(B, 2, S/4, S/4)`` (with ``prior_flow``: ``S / flow_stride``) in [-1, 1] is a *backward*
+  displacement in normalised image coordinates (``grid_sample``'s [-1, 1] span, ``align_corners=False``),
+  channel 0 = x, channel 1 = y: output position p takes identity features from ``p + flow(p)``. The flow head starts at zero, i.e. at
   the identity warp (with ``prior_flow``: at the landmark prior flow). It is resolution independent, so
   it is bilinearly upsampled to warp the S/2 and S skips (and, with ``image_skip``, the S x S photo).
 - ``occlusion`` ``(B, 1, S/4, S/4)`` in [0, 1] is the *visibility* weight (FOMM's convention): 1 = the
@@ -62,6 +62,16 @@ prior_flow_sigma`` x the outer-eye-corner distance, with a zero-displacement bac
 refines it; the occlusion map and D_T still handle what a warp cannot (the inside of an opening mouth).
 No parameters are added (checkpoints keep their keys); ``prior_flow`` and ``flow_residual`` are returned.
 
+``prior_flow_kind: mesh`` replaces the Gaussian interpolation by the piecewise-affine warp of a fixed
+triangulation of the landmarks (:mod:`emotalk.models.mesh_flow`, the warp baseline's geometry). Why: in
+a blink the upper lid travels the whole eye opening while the lower lid, a few pixels below, stays; any
+smooth average of the two displacements samples the open eye, and the rendered eye never closes (seen in
+the demo). The mesh keeps the lids apart: the eye's triangles collapse and the lid skin covers the eye.
+``flow_stride`` puts the prior (and so the final flow) on a finer grid than the motion network's S/4
+(2: S/2, 1: full resolution): at 128² the lid's ~4 px travel is 1 px on the S/4 grid. The learned
+residual stays at S/4 and is bilinearly upsampled before it is added; ``flow`` is then ``(B, 2, S /
+flow_stride, S / flow_stride)`` and is averaged down onto the coarser E_T features it warps.
+
 In both modes the D_T bottleneck is ``bottleneck_blocks`` residual blocks with AdaIN (Huang & Belongie
 2017) whose style is E_T's output f_t summarised by its per-channel mean and standard deviation; a learned
 linear map per AdaIN layer turns those statistics into that layer's scale and bias
@@ -80,10 +90,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS
 from emotalk.errors import ConfigError
 from emotalk.models.emotion_encoder import EmotionEncoder
 from emotalk.models.heatmap import NUM_HEATMAP_CHANNELS, heatmap_difference, landmark_prior_flow
+from emotalk.models.mesh_flow import mesh_prior_flow
+from emotalk.models.texture_blocks import (AdaIN, AdaINResBlock, ConvBlock, FrameDiscriminator,  # noqa: F401
+                                           UpBlock, identity_grid, style_statistics, warp)
+
+#: default control-vector vocabulary (MEAD's 8 emotions, 3 levels); callers pass the dataset's own
+#: (``emotalk.data.emotions``) - models/ does not import data/
+DEFAULT_EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
+DEFAULT_INTENSITY_LEVELS = 3
 
 
 @dataclass
@@ -91,8 +108,8 @@ class TextureModelConfig:
     image_size: int = 256  # S: crop size G_T works at (multiple of 16)
     base_channels: int = 64  # c at width_mult 1 (the paper's widths)
     width_mult: float = 1.0  # scales every width: c = round(base_channels * width_mult)
-    emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))  # control-vector vocabulary
-    intensity_levels: int = INTENSITY_LEVELS
+    emotions: list[str] = field(default_factory=lambda: list(DEFAULT_EMOTIONS))  # control-vector vocabulary
+    intensity_levels: int = DEFAULT_INTENSITY_LEVELS
     emotion_feature_dim: int = 128  # f_e
     heatmap_sigma: float = 1.0  # Gaussian σ in heatmap pixels (heatmaps are S/4 × S/4)
     flow_mode: Literal["warp", "concat"] = "warp"
@@ -100,8 +117,10 @@ class TextureModelConfig:
     bottleneck_blocks: int = 2  # AdaIN residual blocks at D_T's bottleneck
     image_skip: bool = False  # beyond the paper: blend D_T's image with the flow-warped identity image
     prior_flow: bool = False  # beyond the paper: flow = landmark-interpolated prior flow + learned residual
-    prior_flow_sigma: float = 0.1  # prior's Gaussian σ, in outer-eye-corner distances of the neutral face
-    prior_flow_background: float = 0.01  # weight of the zero-displacement background term (> 0)
+    prior_flow_kind: Literal["gaussian", "mesh"] = "gaussian"  # how the prior interpolates the landmarks
+    prior_flow_sigma: float = 0.1  # gaussian prior's σ, in outer-eye-corner distances of the neutral face
+    prior_flow_background: float = 0.01  # gaussian prior: weight of the zero-displacement background (> 0)
+    flow_stride: int = 4  # the flow's grid is S / flow_stride (4: the paper's S/4; 1 or 2 with prior_flow)
     # frame discriminator D (PatchGAN)
     disc_channels: int = 64
     disc_layers: int = 3
@@ -118,6 +137,11 @@ class TextureModelConfig:
     def heatmap_size(self) -> int:
         return self.image_size // 4
 
+    @property
+    def flow_size(self) -> int:
+        """Side of the returned ``flow``: S/4 unless ``prior_flow`` puts the prior on a finer grid."""
+        return self.image_size // self.flow_stride if self.prior_flow else self.heatmap_size
+
     def validate(self) -> None:
         if self.image_size < 16 or self.image_size % 16:
             raise ConfigError(f"model.image_size must be a multiple of 16 (>= 16), got {self.image_size}")
@@ -133,82 +157,15 @@ class TextureModelConfig:
             raise ConfigError("model.heatmap_sigma must be > 0")
         if self.prior_flow_sigma <= 0 or self.prior_flow_background <= 0:
             raise ConfigError("model.prior_flow_sigma and model.prior_flow_background must be > 0")
+        if self.prior_flow_kind not in ("gaussian", "mesh"):
+            raise ConfigError(f"model.prior_flow_kind must be 'gaussian' or 'mesh', got {self.prior_flow_kind!r}")
+        if self.flow_stride not in (1, 2, 4):
+            raise ConfigError(f"model.flow_stride must be 1, 2 or 4, got {self.flow_stride}")
+        if self.flow_stride != 4 and not self.prior_flow:
+            raise ConfigError("model.flow_stride below 4 needs model.prior_flow: true (without a prior the "
+                              "flow is the motion network's S/4 output); set flow_stride: 4 or prior_flow: true")
         if self.bottleneck_blocks < 0 or self.disc_layers < 1 or self.disc_channels < 1:
             raise ConfigError("model.bottleneck_blocks >= 0, model.disc_layers >= 1, model.disc_channels >= 1")
-
-
-# ----------------------------------------------------------------------------------------------- blocks
-class ConvBlock(nn.Sequential):
-    """conv (k×k, stride) -> BatchNorm -> ReLU."""
-
-    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1):
-        super().__init__(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class UpBlock(nn.Module):
-    """×2 upsampling, concatenation with a skip, conv -> BatchNorm -> ReLU."""
-
-    def __init__(self, cin: int, cskip: int, cout: int):
-        super().__init__()
-        self.conv = ConvBlock(cin + cskip, cout)
-
-    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.conv(torch.cat([x, skip], dim=1))
-
-
-class AdaIN(nn.Module):
-    """``(1 + γ(s)) · InstanceNorm(x) + β(s)`` with ``γ, β`` a learned linear map of the style vector s."""
-
-    def __init__(self, channels: int, style_dim: int):
-        super().__init__()
-        self.norm = nn.InstanceNorm2d(channels, affine=False)
-        self.affine = nn.Linear(style_dim, 2 * channels)
-
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        gamma, beta = self.affine(style).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        return (1 + gamma) * self.norm(x) + beta
-
-
-class AdaINResBlock(nn.Module):
-    def __init__(self, channels: int, style_dim: int):
-        super().__init__()
-        self.norm1 = AdaIN(channels, style_dim)
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.norm2 = AdaIN(channels, style_dim)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        h = self.conv1(F.relu(self.norm1(x, style)))
-        h = self.conv2(F.relu(self.norm2(h, style)))
-        return x + h
-
-
-def style_statistics(f: Tensor, eps: float = 1e-5) -> Tensor:
-    """``(B, C, H, W)`` -> ``(B, 2C)``: per-channel mean and standard deviation (AdaIN's style)."""
-    mean = f.mean(dim=(2, 3))
-    std = (f.var(dim=(2, 3), unbiased=False) + eps).sqrt()
-    return torch.cat([mean, std], dim=1)
-
-
-def identity_grid(h: int, w: int, device=None, dtype=None) -> Tensor:
-    """``(1, h, w, 2)`` sampling grid of pixel centres in normalised coordinates (align_corners=False)."""
-    ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
-    xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy], dim=-1).unsqueeze(0)
-
-
-def warp(features: Tensor, flow: Tensor) -> Tensor:
-    """Backward-warp ``features`` (B, C, H, W) with a normalised displacement ``flow`` (B, 2, h, w)."""
-    H, W = features.shape[-2:]
-    flow = flow.float()
-    if flow.shape[-2:] != (H, W):
-        flow = F.interpolate(flow, size=(H, W), mode="bilinear", align_corners=False)
-    grid = identity_grid(H, W, flow.device, torch.float32) + flow.permute(0, 2, 3, 1)
-    out = F.grid_sample(features.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.to(features.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- modules
@@ -245,9 +202,9 @@ class MotionNetwork(nn.Module):
         nn.init.zeros_(self.flow_head.weight)  # start at the identity warp
         nn.init.zeros_(self.flow_head.bias)
 
-    def forward(self, f_t: Tensor, f_h: Tensor, f_e: Tensor, prior_flow: Tensor | None = None
-                ) -> dict[str, Tensor]:
-        """``prior_flow`` (B, 2, S/4, S/4): the flow head predicts a residual to it (``model.prior_flow``)."""
+    def forward(self, f_t: Tensor, f_h: Tensor, f_e: Tensor) -> dict[str, Tensor]:
+        """Returns the occlusion maps and ``flow`` (B, 2, S/4, S/4): the whole flow, or with
+        ``model.prior_flow`` the residual that :class:`TextureGenerator` adds to the prior."""
         x = torch.cat([f_t, f_h], dim=1)
         m1 = self.enc1(x)
         f_m = self.enc2(m1)
@@ -265,12 +222,7 @@ class MotionNetwork(nn.Module):
         flow = torch.tanh(self.flow_head(d2))
         out = {"motion_input": x, "motion_enc1": m1, "motion_bottleneck": f_m, "motion_fused": fused,
                "motion_dec1": d1, "motion_features": d2, "occlusion_logits": logits,
-               "occlusion_maps": occ_maps, "occlusion": occ}
-        if prior_flow is not None:
-            out.update(flow_residual=flow, prior_flow=prior_flow,
-                       flow=(prior_flow.to(flow.dtype) + flow).clamp(-1.0, 1.0))
-        else:
-            out["flow"] = flow
+               "occlusion_maps": occ_maps, "occlusion": occ, "flow": flow}
         return out
 
 
@@ -358,6 +310,15 @@ class TextureGenerator(nn.Module):
         return [n for n, _ in self.named_parameters() if n.startswith(prefixes)]
 
     # --- forward ---
+    @torch.no_grad()
+    def prior_flow(self, neutral_landmarks: Tensor, driven_landmarks: Tensor) -> Tensor:
+        """The landmark prior flow ``(B, 2, F, F)`` on the flow grid (``F = cfg.flow_size``), no gradient."""
+        cfg = self.cfg
+        if cfg.prior_flow_kind == "mesh":
+            return mesh_prior_flow(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.flow_size)
+        return landmark_prior_flow(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.flow_size,
+                                   cfg.prior_flow_sigma, cfg.prior_flow_background)
+
     def encode_identity(self, image: Tensor) -> IdentityFeatures:
         """E_T on ``(B, 3, S, S)`` images in [-1, 1]; compute once per photo and reuse for every frame."""
         S = self.cfg.image_size
@@ -379,7 +340,8 @@ class TextureGenerator(nn.Module):
         Returns a dict with ``image`` (B, 3, S, S) in [-1, 1], ``flow`` (B, 2, S/4, S/4) in [-1, 1],
         ``occlusion`` (B, 1, S/4, S/4) in [0, 1], ``heatmap_diff`` (B, 69, S/4, S/4) and the
         intermediate features (``identity_*``, ``motion_*``, ``decoder_*``, ``emotion_feature``); with
-        ``prior_flow`` also ``prior_flow`` and ``flow_residual`` (B, 2, S/4, S/4).
+        ``prior_flow`` the ``flow`` and ``prior_flow`` are ``(B, 2, S / flow_stride, ...)`` and the learned
+        ``flow_residual`` is (B, 2, S/4, S/4).
         """
         cfg = self.cfg
         B = driven_landmarks.shape[0]
@@ -393,11 +355,13 @@ class TextureGenerator(nn.Module):
         f_h = heatmap_difference(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.heatmap_size,
                                  cfg.heatmap_sigma).to(f_t.dtype)
         f_e = self.emotion_encoder(emotion.to(self.emotion_encoder.conv.weight.dtype))
-        prior = None
+        mot = self.motion(f_t, f_h, f_e)
         if cfg.prior_flow:
-            prior = landmark_prior_flow(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.heatmap_size,
-                                        cfg.prior_flow_sigma, cfg.prior_flow_background)
-        mot = self.motion(f_t, f_h, f_e, prior)
+            residual = mot.pop("flow")
+            prior = self.prior_flow(neutral_landmarks, driven_landmarks).to(residual.dtype)
+            up = residual if residual.shape[-2:] == prior.shape[-2:] else F.interpolate(
+                residual, size=prior.shape[-2:], mode="bilinear", align_corners=False)
+            mot.update(flow_residual=residual, prior_flow=prior, flow=(prior + up).clamp(-1.0, 1.0))
         flow, occ = mot["flow"], mot["occlusion"]
         if cfg.flow_mode == "warp":
             def gate(f: Tensor) -> Tensor:
@@ -409,7 +373,9 @@ class TextureGenerator(nn.Module):
             dec_in = skips[-1]
         else:
             skips = list(feats.skips)
-            dec_in = torch.cat([flow, mot["occlusion_maps"], f_t], dim=1)
+            # a finer flow (flow_stride < 4) enters D_T as its local mean on f_t's S/4 grid
+            flow_in = flow if flow.shape[-2:] == f_t.shape[-2:] else F.adaptive_avg_pool2d(flow, f_t.shape[-2:])
+            dec_in = torch.cat([flow_in.to(f_t.dtype), mot["occlusion_maps"], f_t], dim=1)
         warped_image = warp(feats.image, flow) if cfg.image_skip else None
         dec = self.decoder(dec_in, skips, feats.style, warped_image)
         out = {"image": dec["image"], "flow": flow, "occlusion": occ, "heatmap_diff": f_h,
@@ -418,32 +384,6 @@ class TextureGenerator(nn.Module):
         out.update({k: v for k, v in mot.items() if k not in out})
         out.update({k: v for k, v in dec.items() if k not in out})
         return out
-
-
-class FrameDiscriminator(nn.Module):
-    """Frame discriminator D of eq. (8): a PatchGAN (pix2pix) returning a map of real/fake logits.
-
-    ``disc_layers`` stride-2 4×4 convs (widths c, 2c, 4c, ... capped at 8c), one stride-1 conv and a 1-channel
-    output conv; InstanceNorm + LeakyReLU(0.2) except on the first layer. Input: images in [-1, 1].
-    At 256² with 3 layers each output logit sees a 70×70 patch.
-    """
-
-    def __init__(self, channels: int = 64, layers: int = 3, in_channels: int = 3):
-        super().__init__()
-        c = channels
-        mods: list[nn.Module] = [nn.Conv2d(in_channels, c, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-        cin = c
-        for i in range(1, layers):
-            cout = min(c * 2 ** i, 8 * c)
-            mods += [nn.Conv2d(cin, cout, 4, 2, 1), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
-            cin = cout
-        cout = min(c * 2 ** layers, 8 * c)
-        mods += [nn.Conv2d(cin, cout, 4, 1, 1), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
-                 nn.Conv2d(cout, 1, 4, 1, 1)]
-        self.net = nn.Sequential(*mods)
-
-    def forward(self, image: Tensor) -> Tensor:
-        return self.net(image)
 
 
 def build_discriminator(cfg: TextureModelConfig) -> FrameDiscriminator:

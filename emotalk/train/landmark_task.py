@@ -6,14 +6,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emotalk.data.datasets.landmark import LandmarkFrameDataset, dataset_subjects, load_clips
-from emotalk.models.face_graph import MOUTH, adjacency_matrix, mouth_opening
+from emotalk.data.datasets.landmark import LandmarkFrameDataset, dataset_subjects, load_clips, manifest_or_none
 from emotalk.data.datasets.splits import split_subjects
+from emotalk.data.loading import build_model
 from emotalk.errors import ConfigError
-from emotalk.models.landmark_generator import GraphDiscriminator, LandmarkGenerator, LandmarkModelConfig
-from emotalk.train.lsgan import lsgan_d_loss, lsgan_g_loss
-from emotalk.train.trainer import OptimConfig, Task, TrainerConfig
-from emotalk.train.vertex_loss import vertex_loss
+from emotalk.models.face_graph import MOUTH, adjacency_matrix, mouth_opening
+from emotalk.models.landmark_generator import GraphDiscriminator, LandmarkModelConfig
+from emotalk.models.losses.lsgan import lsgan_d_loss, lsgan_g_loss
+from emotalk.models.losses.vertex_loss import vertex_loss
+from emotalk.models.losses.weighted_vertex_loss import NORMS, region_point_weights, weighted_vertex_loss
+from emotalk.train.landmark_validation import (LandmarkValidationConfig, amplitude_report,
+                                               predict_clip_amplitudes)
+from emotalk.train.task import OptimConfig, Task, TrainerConfig
 
 
 @dataclass
@@ -30,6 +34,9 @@ class LandmarkDataConfig:
 class LandmarkLossConfig:
     lambda_ver: float = 1.0
     lambda_gan: float = 0.5  # 0 disables the discriminator (Table 3 "w/o L_gan")
+    # options on eq. (2), not in the paper (models/losses/weighted_vertex_loss.py); the defaults are eq. (2)
+    vertex_norm: str = "l2"  # l2 (paper) | l1
+    region_weights: dict[str, float] = field(default_factory=dict)  # e.g. {brows: 4, eyes: 4}; {} = paper
 
 
 @dataclass
@@ -40,10 +47,21 @@ class LandmarkTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LandmarkLossConfig = field(default_factory=LandmarkLossConfig)
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(run_dir="runs/landmark"))
+    validation: LandmarkValidationConfig = field(default_factory=LandmarkValidationConfig)
 
     def validate(self) -> None:
         if self.loss.lambda_ver < 0 or self.loss.lambda_gan < 0:
             raise ConfigError("loss.lambda_ver and loss.lambda_gan must be >= 0")
+        if self.loss.vertex_norm not in NORMS:
+            raise ConfigError(f"loss.vertex_norm must be one of {list(NORMS)}, got {self.loss.vertex_norm!r}")
+        try:
+            region_point_weights(self.loss.region_weights)
+        except ValueError as e:
+            raise ConfigError(f"loss.region_weights: {e}") from None
+        if self.validation.expression_frame_stride < 1:
+            raise ConfigError("validation.expression_frame_stride must be >= 1 (1 = every frame)")
+        if self.validation.expression_every < 0:
+            raise ConfigError("validation.expression_every must be >= 0 (0 = at every validation)")
 
 
 class LandmarkTask(Task):
@@ -52,6 +70,7 @@ class LandmarkTask(Task):
     def __init__(self, cfg: LandmarkTrainConfig):
         super().__init__(cfg)
         self._datasets = None
+        self._expression_numbers: tuple[int | None, dict] = (None, {})
 
     def build_datasets(self):
         if self._datasets is None:
@@ -72,10 +91,9 @@ class LandmarkTask(Task):
         m = self.cfg.model
         # D and W always come from the data (e.g. 29 × 6 for DeepSpeech, other sizes for other features)
         m.window, m.feature_dim = int(train.window), int(train.feature_dim)
-        adj = adjacency_matrix()
-        modules = {"generator": LandmarkGenerator.from_config(m, adj)}
+        modules = {"generator": build_model("landmark", m)}
         if self.cfg.loss.lambda_gan > 0:
-            modules["discriminator"] = GraphDiscriminator.from_config(m, adj)
+            modules["discriminator"] = GraphDiscriminator.from_config(m, adjacency_matrix())
         return modules
 
     def on_start(self, ctx, log) -> None:
@@ -89,7 +107,7 @@ class LandmarkTask(Task):
         lam = self.cfg.loss
         with ctx.autocast():
             pred = G(batch["audio"], batch["emotion"], batch["neutral"])["landmarks"]
-            l_ver = vertex_loss(pred.float(), batch["target"])
+            l_ver = self._vertex_loss(pred.float(), batch["target"])
         logs = {"ver": l_ver.detach()}
         if "discriminator" in ctx.models:
             D = ctx.models["discriminator"]
@@ -109,6 +127,13 @@ class LandmarkTask(Task):
         logs["total"] = lam.lambda_ver * logs["ver"] + lam.lambda_gan * logs.get("gan_g", 0.0)
         return {k: float(v) for k, v in logs.items()}
 
+    def _vertex_loss(self, pred, target):
+        """Eq. (2), or its weighted / L1 variant when the config asks for one."""
+        lo = self.cfg.loss
+        if lo.vertex_norm == "l2" and not lo.region_weights:
+            return vertex_loss(pred, target)
+        return weighted_vertex_loss(pred, target, region_point_weights(lo.region_weights), lo.vertex_norm)
+
     @torch.no_grad()
     def validate_step(self, batch, ctx):
         pred = ctx.raw["generator"](batch["audio"], batch["emotion"], batch["neutral"])["landmarks"]
@@ -122,12 +147,29 @@ class LandmarkTask(Task):
         return {"ver": float(vertex_loss(pred, batch["target"])), "face_ld": float(err.mean()),
                 "mouth_open_std_ratio": ratio,
                 "mouth_ld": float(err[:, mouth].mean()), "face_ld_copy_neutral": float(base.mean()),
-                "mouth_ld_copy_neutral": float(base[:, mouth].mean())}
+                "mouth_ld_copy_neutral": float(base[:, mouth].mean()), **self._expression(ctx)}
+
+    def _expression(self, ctx) -> dict:
+        """Expression amplitude per region / emotion over *every* held-out clip (the trainer's batches
+        cover only the first few clips). Computed once per validation round (keyed by the step) and
+        returned with every batch, so the trainer's mean over batches leaves it unchanged."""
+        v = self.cfg.validation
+        _, val = self.build_datasets()
+        if not v.expression or val is None or len(val) == 0:
+            return {}
+        step = ctx.step_index + 1  # the trainer validates after finishing step index step - 1
+        if v.expression_every and step % v.expression_every and step != self.cfg.train.steps:
+            return {}
+        if self._expression_numbers[0] != ctx.step_index:
+            m = self.cfg.model
+            clips = predict_clip_amplitudes(ctx.raw["generator"], val.audio, val.emotion, val.neutral,
+                                            val.target, val.index, m.emotions, m.intensity_levels,
+                                            v.expression_frame_stride)
+            self._expression_numbers = (ctx.step_index, amplitude_report(clips))
+        return self._expression_numbers[1]
 
     def metadata(self) -> dict:
         train, _ = self.build_datasets()
-        from emotalk.data.datasets.landmark import manifest_or_none
-
         manifest = manifest_or_none(self.cfg.data.root)
         return {"feature_kind": manifest.feature_kind if manifest else "unknown",
                 "feature_dim": int(train.feature_dim), "window": int(train.window),

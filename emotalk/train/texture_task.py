@@ -1,13 +1,15 @@
 """Training G_T (paper §3.2, §4.1): eq. (9) ``L_img = λ_rec L_rec + λ_per L_per + λ_adv L_adv``.
 
-- L_rec, eq. (6): :mod:`emotalk.train.reconstruction_loss` (λ_rec = 1);
-- L_per, eq. (7): :mod:`emotalk.train.perceptual_loss` (λ_per = 10), VGG16 weights from ``loss.vgg16_weights``
+- L_rec, eq. (6): :mod:`emotalk.models.losses.reconstruction_loss` (λ_rec = 1);
+- L_per, eq. (7): :mod:`emotalk.models.losses.perceptual_loss` (λ_per = 10), VGG16 weights from ``loss.vgg16_weights``
   or torchvision's cache, or an explicitly chosen documented alternative (``loss.perceptual``);
-- L_adv, eq. (8): :mod:`emotalk.train.adversarial_loss` with the PatchGAN frame discriminator (λ_adv = 1;
+- L_adv, eq. (8): :mod:`emotalk.models.losses.adversarial_loss` with the PatchGAN frame discriminator (λ_adv = 1;
   0 removes the discriminator).
 
 Beyond the paper (0 by default): ``loss.lambda_decoded`` adds the L1 of D_T's own image when
-``model.image_skip`` blends it with the warped photo (see :class:`TextureLossConfig`).
+``model.image_skip`` blends it with the warped photo (see :class:`TextureLossConfig`); ``loss.lambda_eyes``
+and ``loss.lambda_mouth`` add the mean L1 inside the eyes and the mouth interior
+(:mod:`emotalk.models.losses.region_loss`).
 
 Each step: colour/illumination augmentation (Fig. 9, :mod:`emotalk.data.datasets.augment`) applied identically to
 the identity image and the target frame, one generator update, then one discriminator update on
@@ -17,22 +19,28 @@ Validation reports the L1 of G_T's frames and of the "return the identity image"
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 
 from emotalk.data.datasets.augment import ColorAugmentConfig, augment_consistent
+from emotalk.data.datasets.landmark import dataset_subjects, manifest_or_none
 from emotalk.data.datasets.splits import split_subjects
 from emotalk.data.datasets.texture import TextureFrameDataset
+from emotalk.data.face.background import estimate_background_from_references
+from emotalk.data.loading import build_model, build_perceptual_loss
 from emotalk.errors import ConfigError, DataError
-from emotalk.models.texture_generator import (TextureGenerator, TextureModelConfig, build_discriminator,
-                                              count_parameters)
-from emotalk.train.adversarial_loss import d_loss, g_loss
-from emotalk.train.perceptual_loss import PerceptualLoss, build_perceptual_loss
-from emotalk.train.reconstruction_loss import reconstruction_loss
-from emotalk.train.trainer import OptimConfig, Task, TrainerConfig
+from emotalk.models.losses.adversarial_loss import d_loss, g_loss
+from emotalk.models.losses.perceptual_loss import PerceptualLoss
+from emotalk.models.losses.reconstruction_loss import reconstruction_loss
+from emotalk.models.losses.region_loss import region_losses
+from emotalk.models.texture_generator import TextureModelConfig, build_discriminator, count_parameters
+from emotalk.train.task import OptimConfig, Task, TrainerConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +65,10 @@ class TextureLossConfig:
     # Without it D_T only learns where the mask already lets it through, and in a short run the mask can
     # settle on the (stretched) photo inside an opening mouth before D_T has learnt to paint it.
     lambda_decoded: float = 0.0
+    # beyond the paper: mean L1 inside the eyes / the mouth interior (emotalk.models.losses.region_loss)
+    lambda_eyes: float = 0.0
+    lambda_mouth: float = 0.0
+    region_margin: float = 0.1  # regions grown by this many outer-eye-corner distances
     perceptual: Literal["vgg16", "vgg16-random", "none"] = "vgg16"
     vgg16_weights: str | None = None  # torchvision's vgg16-397923af.pth (else torchvision's cache dir)
     perceptual_layer_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
@@ -73,10 +85,28 @@ class TextureTrainConfig:
 
     def validate(self) -> None:
         lo = self.loss
-        if min(lo.lambda_rec, lo.lambda_per, lo.lambda_adv, lo.lambda_decoded) < 0:
-            raise ConfigError("loss.lambda_rec, loss.lambda_per, loss.lambda_adv and loss.lambda_decoded must be >= 0")
+        if min(lo.lambda_rec, lo.lambda_per, lo.lambda_adv, lo.lambda_decoded, lo.lambda_eyes,
+               lo.lambda_mouth, lo.region_margin) < 0:
+            raise ConfigError("loss.lambda_rec, loss.lambda_per, loss.lambda_adv, loss.lambda_decoded, "
+                              "loss.lambda_eyes, loss.lambda_mouth and loss.region_margin must be >= 0")
         if len(lo.perceptual_layer_weights) != 4:
             raise ConfigError("loss.perceptual_layer_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
+
+
+def training_backdrop(root: str) -> tuple[tuple[int, int, int] | None, str]:
+    """The training data's backdrop colour and where it came from: the dataset manifest's
+    ``background_rgb`` (written by preprocessing), else estimated from the subjects' reference crops (older
+    datasets), else None. It is stored in every texture checkpoint so that inference never needs the
+    training data folder."""
+    manifest = manifest_or_none(root)
+    if manifest is not None and manifest.background_rgb is not None:
+        return tuple(int(v) for v in manifest.background_rgb), "dataset manifest"
+    try:
+        est = estimate_background_from_references(root)
+    except Exception as e:  # noqa: BLE001 - optional information; training does not depend on it
+        logger.warning("could not estimate the training backdrop colour from %s: %s", root, e)
+        est = None
+    return (est, "estimated from the subject reference crops") if est is not None else (None, "no references")
 
 
 @contextlib.contextmanager
@@ -104,8 +134,6 @@ class TextureTask(Task):
     # --- construction ---
     def build_datasets(self):
         if self._datasets is None:
-            from emotalk.data.datasets.landmark import dataset_subjects
-
             d, m = self.cfg.data, self.cfg.model
             subjects = dataset_subjects(d.root)
             train_s, val_s = split_subjects(subjects, d.train_subjects, d.val_subjects, d.val_fraction)
@@ -128,9 +156,7 @@ class TextureTask(Task):
                 lo.perceptual, lo.vgg16_weights, lo.perceptual_layer_weights)
         else:
             self.perceptual, self.perceptual_description = None, "perceptual loss: off (loss.lambda_per=0)"
-        G = TextureGenerator(self.cfg.model)
-        import torch.distributed as dist
-
+        G = build_model("texture", self.cfg.model)
         self.sync_bn = (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
                         and torch.cuda.is_available())
         if self.sync_bn:  # batch 4 split over GPUs is too small for per-GPU BatchNorm statistics
@@ -155,6 +181,9 @@ class TextureTask(Task):
             log("BatchNorm in G_T synchronised across processes (SyncBatchNorm)")
         a = self.cfg.data.augment
         log(f"colour/illumination augmentation: {'on (p=%g)' % a.p if a.enabled else 'off'}")
+        self.background_rgb, where = training_backdrop(self.cfg.data.root)
+        log(f"training backdrop colour (for background replacement at inference): "
+            f"{self.background_rgb if self.background_rgb is not None else 'unknown'} ({where})")
 
     # --- steps ---
     def _inputs(self, batch):
@@ -176,6 +205,11 @@ class TextureTask(Task):
                 l_dec = reconstruction_loss(out["decoded_image"], target)
                 loss = loss + lo.lambda_decoded * l_dec
                 logs["rec_decoded"] = l_dec.detach()
+            if lo.lambda_eyes > 0 or lo.lambda_mouth > 0:
+                reg = region_losses(fake, target, batch["identity_landmarks"], batch["target_landmarks"],
+                                    lo.region_margin)
+                loss = loss + lo.lambda_eyes * reg["eyes"] + lo.lambda_mouth * reg["mouth"]
+                logs.update(rec_eyes=reg["eyes"].detach(), rec_mouth=reg["mouth"].detach())
             if self.perceptual is not None:
                 l_per = self.perceptual(fake, target)
                 loss = loss + lo.lambda_per * l_per
@@ -220,27 +254,8 @@ class TextureTask(Task):
         meta = {"image_size": m.image_size, "image_value_range": [-1.0, 1.0], "flow_mode": m.flow_mode,
                 "prior_flow": m.prior_flow,
                 "perceptual": self.perceptual_description, "subjects": getattr(self, "subjects", {})}
-        if not hasattr(self, "_background_rgb"):  # the training backdrop, for background replacement
-            try:
-                from emotalk.data.face.background import estimate_background_from_references
-
-                self._background_rgb = estimate_background_from_references(self.cfg.data.root)
-            except Exception:  # noqa: BLE001 - optional information
-                self._background_rgb = None
-        if self._background_rgb is not None:
-            meta["background_rgb"] = [int(v) for v in self._background_rgb]
+        if not hasattr(self, "background_rgb"):  # metadata() before on_start (e.g. a bare save)
+            self.background_rgb, _ = training_backdrop(self.cfg.data.root)
+        if self.background_rgb is not None:
+            meta["background_rgb"] = [int(v) for v in self.background_rgb]
         return meta
-
-
-def load_texture_generator(path: str | Path, device: str | torch.device = "cpu"
-                           ) -> tuple[TextureGenerator, TextureTrainConfig, dict]:
-    """Rebuild G_T from a ``texture`` checkpoint (training or one-shot adapted); returns (G in eval mode,
-    its full config, the checkpoint metadata)."""
-    from emotalk.config import config_from_dict
-    from emotalk.data.io.checkpoint import load_checkpoint, load_module
-
-    tensors, meta = load_checkpoint(path, kind="texture", prefixes=("model/generator/",))
-    cfg = config_from_dict(meta["config"])
-    G = TextureGenerator(cfg.model)
-    load_module(G, tensors, "generator")
-    return G.to(device).eval(), cfg, meta

@@ -2,246 +2,46 @@
 
 A *task* (see :class:`Task`) owns its models and losses; the :class:`Trainer` owns everything else:
 
-- device auto-selection (``cuda:<LOCAL_RANK>`` when available, else CPU) and AMP on CUDA only
+- device selection (:func:`emotalk.utils.device.select_device`: ``cuda:<LOCAL_RANK>`` when available,
+  else CPU) and AMP on CUDA only
   (bf16 where supported, else fp16 with a gradient scaler);
 - multi-process data parallelism under ``torchrun`` (DistributedDataParallel; NCCL on CUDA, gloo on CPU);
 - deterministic, resumable batch sampling: the batch of global step ``s`` is a pure function of
   ``(seed, s)``, so a resumed run sees exactly the batches an uninterrupted run would;
-- logging to TensorBoard (``<run_dir>/tb``), ``<run_dir>/metrics.jsonl`` and a tqdm bar;
+- logging to TensorBoard (``<run_dir>/tb``), ``<run_dir>/metrics.jsonl``, ``<run_dir>/log.txt`` (also
+  through :mod:`logging`) and a tqdm bar;
 - checkpoints every ``ckpt_every`` steps as safetensors + JSON (see :mod:`emotalk.data.io.checkpoint`),
   written atomically, and exact resume of models, optimisers, step, gradient scaler and all RNG states.
+
+The task interface (:class:`Task`, :class:`StepContext`, the ``train``/``optim`` config sections) is in
+:mod:`emotalk.train.task`, the sampling/RNG/process plumbing in :mod:`emotalk.train.runtime`; both are
+re-exported here.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import os
-import random
-from dataclasses import dataclass, field
+import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from emotalk.config import dump_config, to_dict
-from emotalk.errors import CheckpointError, ConfigError, DataError
 from emotalk.data.io import checkpoint as ckpt
+from emotalk.errors import CheckpointError, ConfigError, DataError, InputError
+from emotalk.train.runtime import (StepBatchSampler, dist_info, rng_state, seed_everything, set_rng_state,
+                                   tensors_to)
+from emotalk.train.task import OptimConfig, StepContext, Task, TrainerConfig
+from emotalk.utils.device import select_device
 from emotalk.utils.io import atomic_write_text
 
+__all__ = ["OptimConfig", "StepBatchSampler", "StepContext", "Task", "Trainer", "TrainerConfig",
+           "seed_everything", "select_device"]
 
-@dataclass
-class TrainerConfig:
-    run_dir: str = "runs/default"
-    steps: int = 1000
-    batch_size: int = 32  # global batch, split evenly across processes
-    num_workers: int = 0
-    log_every: int = 10
-    ckpt_every: int = 500
-    keep_checkpoints: int = 3  # older step checkpoints are deleted (0 = keep all)
-    val_every: int = 0  # 0: validate only at checkpoints
-    val_batches: int = 8
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision; only ever used on CUDA
-    grad_clip: float = 0.0  # max grad norm per optimiser step (0 = off)
-    tensorboard: bool = True
-    progress: bool = True
-    ddp_find_unused_parameters: bool = False
-
-    def validate(self) -> None:
-        if self.steps < 0 or self.batch_size < 1:
-            raise ConfigError("train.steps must be >= 0 and train.batch_size >= 1")
-        if self.ckpt_every < 1 or self.log_every < 1:
-            raise ConfigError("train.ckpt_every and train.log_every must be >= 1")
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 0.0
-    #: per-module learning-rate overrides, e.g. {discriminator: 1e-4}
-    lr_overrides: dict[str, float] = field(default_factory=dict)
-
-
-class Task:
-    """What a trainable system provides. Subclasses set ``kind`` and implement the hooks.
-
-    ``cfg`` must have ``train`` (:class:`TrainerConfig`) and ``optim`` (:class:`OptimConfig`) sections.
-    """
-
-    kind: str = "task"
-
-    def __init__(self, cfg: Any):
-        self.cfg = cfg
-
-    # --- construction ---
-    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
-        raise NotImplementedError
-
-    def build_modules(self) -> dict[str, nn.Module]:
-        raise NotImplementedError
-
-    def build_optimizers(self, modules: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        """Default: one Adam per module that has trainable parameters."""
-        o = self.cfg.optim
-        out = {}
-        for name, m in modules.items():
-            params = [p for p in m.parameters() if p.requires_grad]
-            if params:
-                out[name] = torch.optim.Adam(params, lr=o.lr_overrides.get(name, o.lr), betas=tuple(o.betas),
-                                             weight_decay=o.weight_decay)
-        return out
-
-    # --- steps ---
-    def train_step(self, batch: Any, ctx: "StepContext") -> dict[str, float]:
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def validate_step(self, batch: Any, ctx: "StepContext") -> dict[str, float]:
-        return {}
-
-    def metadata(self) -> dict:
-        """Extra JSON metadata stored in every checkpoint (feature kind, dims, ...)."""
-        return {}
-
-    def on_start(self, ctx: "StepContext", log) -> None:
-        """Called once after models are built and moved to the device (e.g. to log choices)."""
-
-
-def _tensors_to(batch: Any, device: torch.device) -> Any:
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _tensors_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_tensors_to(v, device) for v in batch)
-    return batch
-
-
-class StepBatchSampler(Sampler[list[int]]):
-    """Infinite batch sampler whose batch for global step ``s`` depends only on ``(seed, s)``.
-
-    Each epoch is a fresh permutation seeded by ``(seed, epoch)``; the global batch is split across
-    ranks (``rank::world``). Starting at ``start_step`` reproduces the stream of an uninterrupted run.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 start_step: int = 0):
-        if n < 1:
-            raise DataError("the training dataset is empty")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world, self.start_step = rank, world, start_step
-        self.per_epoch = max(1, n // batch_size)
-        self._cache: tuple[int, torch.Tensor] | None = None
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if self._cache is None or self._cache[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            perm = torch.randperm(self.n, generator=g)
-            if self.n < self.batch_size:  # tiny datasets: tile the permutation
-                perm = perm.repeat(math.ceil(self.batch_size / self.n))
-            self._cache = (epoch, perm)
-        return self._cache[1]
-
-    def batch_for(self, step: int) -> list[int]:
-        epoch, i = divmod(step, self.per_epoch)
-        idx = self._perm(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
-        return idx[self.rank::self.world].tolist()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        step = self.start_step
-        while True:
-            yield self.batch_for(step)
-            step += 1
-
-    def __len__(self) -> int:  # pragma: no cover - infinite
-        return 2**62
-
-
-def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} requested but CUDA is not available; use train.device=cpu or auto")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
-class StepContext:
-    """Handed to ``Task.train_step``: the (DDP-wrapped) models, device, AMP and optimiser steps."""
-
-    def __init__(self, models: dict[str, nn.Module], raw: dict[str, nn.Module],
-                 optimizers: dict[str, torch.optim.Optimizer], device: torch.device, amp_dtype,
-                 scaler, grad_clip: float):
-        self.models, self.raw, self.optimizers = models, raw, optimizers
-        self.device, self.amp_dtype, self.scaler, self.grad_clip = device, amp_dtype, scaler, grad_clip
-        self.step_index = 0
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def step(self, name: str, loss: torch.Tensor) -> None:
-        """Zero ``name``'s gradients, backpropagate ``loss`` and take one optimiser step."""
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            if self.grad_clip > 0:
-                self.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(self.raw[name].parameters(), self.grad_clip)
-            self.scaler.step(opt)
-        else:
-            loss.backward()
-            if self.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.raw[name].parameters(), self.grad_clip)
-            opt.step()
-
-
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return rank, world, local
-
-
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"torch": torch.get_rng_state().clone()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda/{i}"] = s.clone()
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    meta = {"numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
-                      float(np_state[4])],
-            "python": [py_state[0], list(py_state[1]), py_state[2]]}
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["torch"].to(torch.uint8))
-    cuda = sorted(k for k in tensors if k.startswith("cuda/"))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[k].to(torch.uint8) for k in cuda][: torch.cuda.device_count()])
-    n = meta["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    p = meta["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+logger = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -251,7 +51,7 @@ class Trainer:
         self.tc: TrainerConfig = task.cfg.train
         self.resume_from = resume
         self.run_dir = Path(self.tc.run_dir)
-        self.rank, self.world, self.local_rank = _dist_info()
+        self.rank, self.world, self.local_rank = dist_info()
         self.step = 0
         self.history: list[dict] = []  # logged rows of this process (rank 0 writes them to disk)
 
@@ -285,7 +85,7 @@ class Trainer:
             meta["optimizers"][name] = m
         if self.scaler is not None:
             meta["grad_scaler"] = self.scaler.state_dict()
-        rng_t, rng_m = _rng_state()
+        rng_t, rng_m = rng_state()
         if self.world > 1:
             gathered: list = [None] * self.world
             dist.all_gather_object(gathered, (rng_t, rng_m))
@@ -327,16 +127,14 @@ class Trainer:
         rngs = meta.get("rng", [])
         if self.rank < len(rngs):
             prefix = f"rng/rank{self.rank}/"
-            _set_rng_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+            set_rng_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                            rngs[self.rank])
         self._log_line(f"resumed from {meta['path']} at step {self.step}")
 
     # --- logging ---
     def _log_line(self, msg: str) -> None:
         if self.is_main:
-            from tqdm import tqdm
-
-            tqdm.write(f"[emotalk] {msg}")
+            logger.info(msg)
             with open(self.run_dir / "log.txt", "a") as f:
                 f.write(msg + "\n")
 
@@ -383,7 +181,7 @@ class Trainer:
             for i, batch in enumerate(loader):
                 if i >= self.tc.val_batches:
                     break
-                out = self.task.validate_step(_tensors_to(batch, self.device), ctx)
+                out = self.task.validate_step(tensors_to(batch, self.device), ctx)
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 n += 1
@@ -394,7 +192,10 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``train.steps``; returns the last logged training row."""
         tc = self.tc
-        self.device = select_device(tc.device, self.local_rank)
+        try:
+            self.device = select_device(tc.device, self.local_rank)
+        except InputError as e:
+            raise ConfigError(f"train.device: {e}") from None
         self._init_distributed()
         seed_everything(tc.seed + self.rank)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -458,7 +259,7 @@ class Trainer:
             for m in self.modules.values():
                 m.train()
             while self.step < tc.steps:
-                batch = _tensors_to(next(it), self.device)
+                batch = tensors_to(next(it), self.device)
                 ctx.step_index = self.step
                 logs = self.task.train_step(batch, ctx)
                 if self.scaler is not None:

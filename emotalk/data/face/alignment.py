@@ -210,9 +210,11 @@ def warp_image(image: np.ndarray, m: np.ndarray, size: int | tuple[int, int],
                           flags=cv2.INTER_LINEAR, borderMode=mode)
 
 
-def paste_crop(image: np.ndarray, crop: np.ndarray, m: np.ndarray, feather: int = 8) -> np.ndarray:
+def paste_crop(image: np.ndarray, crop: np.ndarray, m: np.ndarray, feather: int = 8,
+               alpha: np.ndarray | None = None) -> np.ndarray:
     """Put a (generated) crop back into ``image`` through the inverse of the image->crop similarity
-    ``m``, blending over a ``feather``-pixel border. Returns a new uint8 image."""
+    ``m``, blending over a ``feather``-pixel border, times ``alpha`` (an optional (S, S) crop mask in
+    [0, 1], e.g. the person mask: the photo shows through where it is 0). Returns a new uint8 image."""
     import cv2
 
     h, w = image.shape[:2]
@@ -224,6 +226,8 @@ def paste_crop(image: np.ndarray, crop: np.ndarray, m: np.ndarray, feather: int 
     mask[f:s - f, f:s - f] = 1.0
     if f:
         mask = cv2.GaussianBlur(mask, (0, 0), f / 2.0)
+    if alpha is not None:
+        mask = mask * np.asarray(alpha, np.float32)
     mask = warp_image(mask, inv, (w, h), border="constant")[..., None]
     out = image.astype(np.float32) * (1 - mask) + back.astype(np.float32) * mask
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

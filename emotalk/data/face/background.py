@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emotalk.data.io.clip import load_subject
+from emotalk.models.face_graph import eye_distance
+
 #: MEAD's studio backdrop (a dark green, approximately), used when nothing better is known.
 DEFAULT_BACKGROUND_RGB: tuple[int, int, int] = (32, 64, 48)
 
@@ -33,7 +36,7 @@ DEFAULT_BACKGROUND_RGB: tuple[int, int, int] = (32, 64, 48)
 def _face_unit(crop_landmarks: np.ndarray) -> float:
     """Outer-eye-corner distance in crop pixels (one canonical unit)."""
     lm = np.asarray(crop_landmarks, np.float64)
-    return float(max(np.linalg.norm(lm[45] - lm[36]), 1.0))
+    return float(max(eye_distance(lm), 1.0))
 
 
 def _up_vector(crop_landmarks: np.ndarray) -> np.ndarray:
@@ -186,8 +189,6 @@ def _valid_rgb(v) -> tuple[int, int, int] | None:
 def estimate_background_from_references(root: str | Path, max_subjects: int = 8) -> tuple[int, int, int] | None:
     """Median colour of the top corners of the subject reference crops under ``root/subjects`` (the
     backdrop of the training data), or None when there are none."""
-    from emotalk.data.io.clip import load_subject
-
     d = Path(root) / "subjects"
     if not d.is_dir():
         return None

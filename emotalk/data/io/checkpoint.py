@@ -22,6 +22,7 @@ import torch
 
 from emotalk.errors import CheckpointError
 from emotalk.utils.io import atomic_path, atomic_write_json
+from emotalk.utils.weights import load_state_strict
 
 FORMAT_VERSION = 1
 _STEP_RE = re.compile(r"step_(\d+)\.json$")
@@ -146,8 +147,8 @@ def module_state(tensors: dict[str, torch.Tensor], module: str) -> dict[str, tor
 
 
 def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
-    from emotalk.utils.weights import load_state_strict
-
+    """Strictly load the weights of checkpoint module ``name`` into ``module`` (CheckpointError if they do
+    not fit)."""
     load_state_strict(module, module_state(tensors, name),
                       f"checkpoint weights for {name!r} do not fit the model built from its config",
                       "was it written by another version or with other model settings?")

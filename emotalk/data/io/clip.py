@@ -225,6 +225,10 @@ class DatasetManifest:
     source: str = ""  # mead | crema-d | ravdess | mead-mini | toy
     emotions: list[str] = field(default_factory=list)
     intensity_levels: int = 3
+    #: the backdrop colour of the processed face crops (RGB 0..255), estimated by preprocessing from the
+    #: subjects' reference crops; texture checkpoints carry it so inference never reads the dataset.
+    #: None: unknown (datasets processed before it was recorded).
+    background_rgb: list[int] | None = None
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 

@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from emotalk.errors import DataError, DependencyError, InputError
+from emotalk.utils.io import atomic_path
 
 
 def ffmpeg_exe() -> str:
@@ -55,8 +56,6 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
 def write_wav(path: str | Path, audio: np.ndarray, sr: int = 16000) -> None:
     """Write float [-1, 1] or int16 mono audio as 16-bit PCM WAV (atomically)."""
     import wave
-
-    from emotalk.utils.io import atomic_path
 
     a = np.asarray(audio)
     if a.dtype != np.int16:

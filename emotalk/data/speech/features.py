@@ -13,8 +13,10 @@ Backends (registry :data:`FEATURE_BACKENDS`, ``get_feature_backend(kind)``, ``ex
     extractors' ``interpolate_features``: sample ``j`` at ``j / 50`` s, frame ``t`` at ``t / fps`` s) and
     cut ``W``-frame windows (paper: W = 6) centred on each frame, zero-padded at the ends like the
     extractors. A plain 50 Hz logit stream ``(N, 29)`` is accepted too, and other layouts through
-    ``group_fps`` / ``step_fps``. DeepSpeech itself is not run here (its TensorFlow graph is not
-    available offline); features are found per clip with ``--deepspeech-dir``.
+    ``group_fps`` / ``step_fps``. Features are found per clip with ``--deepspeech-dir``, or computed
+    from the audio when the ``source`` is the frozen graph ``deepspeech-0_1_0-b90017e8.pb`` itself
+    (``--deepspeech-model``): :mod:`emotalk.data.speech.deepspeech` runs it in torch and returns the same
+    ``(T25, 16, 29)`` array, which then takes the very path of an imported file.
 
 ``phonemes`` (D = 40)
     Offline phone recognition with pocketsphinx (CMU's en-us acoustic model and the phone language
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotalk.data.speech.deepspeech import is_model_file, load_extractor
 from emotalk.errors import DataError, DependencyError, InputError, MissingWeightsError
 
 SAMPLE_RATE = 16000
@@ -63,9 +66,15 @@ class FeatureInfo:
 # windowing
 # ==================================================================================================
 def frame_windows(stream: np.ndarray, rate: float, num_frames: int, fps: float, window: int,
-                  pad: np.ndarray | float = 0.0) -> np.ndarray:
-    """Cut ``stream`` (N, D) sampled at ``rate`` Hz into ``(num_frames, window, D)``, one window centred
-    on each video frame (see the module docstring); outside the stream the ``pad`` vector is used."""
+                  pad: np.ndarray | float = 0.0, *, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Cut ``stream`` (N, D) sampled at ``rate`` Hz into per-frame windows ``(stop - start, window, D)``
+    for video frames ``start .. stop - 1`` (default: all ``num_frames``), one window centred on each
+    frame (see the module docstring); outside the stream the ``pad`` vector is used.
+
+    This is the ONE windowing rule of emotalk: preprocessing / the datasets call it through
+    :meth:`FeatureBackend.windows`, inference calls it batch by batch (``start`` / ``stop``) on a stream
+    it computed once, so training and inference cannot drift apart. The stream is never copied whole
+    (a batch costs only its own windows), which keeps batch-by-batch use cheap on long audio."""
     stream = np.asarray(stream, dtype=np.float32)
     if stream.ndim != 2:
         raise ValueError(f"stream must be (N, D), got {stream.shape}")
@@ -73,13 +82,18 @@ def frame_windows(stream: np.ndarray, rate: float, num_frames: int, fps: float, 
         raise DataError("cannot compute features for a clip with no video frames")
     if window < 1:
         raise InputError(f"feature window must be >= 1, got {window}")
+    stop = num_frames if stop is None else int(stop)
+    if not 0 <= start <= stop:
+        raise ValueError(f"frame range {start}..{stop} is not a valid range")
     n, d = stream.shape
     padv = np.broadcast_to(np.asarray(pad, dtype=np.float32), (d,))
-    centres = np.rint(np.arange(num_frames) * (rate / fps)).astype(np.int64)
+    centres = np.rint(np.arange(start, stop) * (rate / fps)).astype(np.int64)
     idx = centres[:, None] - window // 2 + np.arange(window)[None, :]
-    ext = np.concatenate([stream, padv[None]], 0)
-    safe = np.where((idx >= 0) & (idx < n), idx, n)
-    return ext[safe]
+    if n == 0:
+        return np.array(np.broadcast_to(padv, idx.shape + (d,)))
+    out = stream[np.clip(idx, 0, n - 1)]
+    out[(idx < 0) | (idx >= n)] = padv
+    return out
 
 
 def resample_stream(stream: np.ndarray, in_rate: float, out_rate: float, out_len: int) -> np.ndarray:
@@ -191,10 +205,10 @@ def extract_features(kind: str, audio: np.ndarray | None = None, sr: int = SAMPL
 # --------------------------------------------------------------------------------------------------
 # deepspeech (imported files)
 # --------------------------------------------------------------------------------------------------
-DEEPSPEECH_HINT = ("DeepSpeech features are imported, not computed: produce a (T25, 16, 29) .npy per "
-                   "clip with a DeepSpeech-0.1.0 extractor (e.g. AD-NeRF's "
-                   "data_util/deepspeech_features/extract_ds_features.py with deepspeech-0_1_0-b90017e8.pb) "
-                   "and pass their folder with --deepspeech-dir, or use --features phonemes (offline)")
+DEEPSPEECH_HINT = ("pass the frozen DeepSpeech 0.1.0 graph with --deepspeech-model deepspeech-0_1_0-b90017e8.pb "
+                   "(computed here in torch), or a folder of (T25, 16, 29) .npy files made by a DeepSpeech-0.1.0 "
+                   "extractor (e.g. AD-NeRF's data_util/deepspeech_features) with --deepspeech-dir, or use "
+                   "--features phonemes (offline)")
 
 
 def load_deepspeech_file(path: str | Path) -> np.ndarray:
@@ -243,11 +257,17 @@ class DeepSpeechFeatures(FeatureBackend):
     rate = 50.0
     video_rate = True
 
-    def __init__(self, group_fps: float = 25.0, step_fps: float = 50.0):
+    def __init__(self, group_fps: float = 25.0, step_fps: float = 50.0, device: str = "auto"):
         self.group_fps, self.step_fps = float(group_fps), float(step_fps)
         self.rate = self.step_fps
+        self.device = device  # where a frozen graph given as ``source`` runs
 
     def stream(self, audio=None, sr: int = SAMPLE_RATE, source=None):
+        if is_model_file(source):  # the frozen graph: compute the extractor's windows from the audio
+            if audio is None:
+                raise InputError(f"computing DeepSpeech features with {source} needs the audio samples")
+            source = load_extractor(source, self.device).windows(audio, sr, group_fps=self.group_fps,
+                                                                 step_fps=self.step_fps)
         if source is None:
             raise MissingWeightsError(f"the deepspeech feature backend needs a precomputed feature file for "
                                       f"this audio. {DEEPSPEECH_HINT}")

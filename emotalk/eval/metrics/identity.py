@@ -18,12 +18,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from emotalk.errors import CheckpointError, NoFaceError
+from emotalk.eval.detectors import ARCFACE_FILE, get_feature_detector
+from emotalk.eval.face_features import identity_landmarks, sample_dlib_embeddings, sample_landmarks
+from emotalk.eval.feature_store import Side
 from emotalk.eval.metrics.base import (MetricOptions, MetricResult, VideoSample, register_metric,
                                        require_weights)
-from emotalk.utils.weights import load_state_strict
-
-ARCFACE_FILE = "backbone.pth (insightface arcface_torch, e.g. ms1mv3_arcface_r100_fp16)"
+from emotalk.models.arcface import ARCFACE_TEMPLATE_112
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -67,43 +67,20 @@ def align_arcface(image: np.ndarray, landmarks68: np.ndarray, size: int = 112) -
     """Similarity-warp a face onto ArcFace's template; returns (size, size, 3) uint8 RGB."""
     import cv2
 
-    from emotalk.models.arcface import ARCFACE_TEMPLATE_112
-
     dst = np.asarray(ARCFACE_TEMPLATE_112, np.float64) * (size / 112.0)
     m = similarity_transform(five_points(landmarks68), dst)
     return cv2.warpAffine(np.ascontiguousarray(image), m, (size, size), borderValue=0.0)
 
 
-_ARCFACE_CACHE: dict = {}
-
-
-def build_arcface(state: dict, arch: str = "auto"):
-    from emotalk.models.arcface import arch_from_state_dict, iresnet
-
-    if arch == "auto":
-        try:
-            arch = arch_from_state_dict(state)
-        except ValueError as e:
-            raise CheckpointError(f"ArcFace weights: {e}; set metrics.arcface_arch") from None
-    return load_state_strict(iresnet(arch), state, f"ArcFace weights do not fit {arch}",
-                             "use an insightface arcface_torch backbone.pth or set metrics.arcface_arch").eval()
-
-
 def load_arcface(opts: MetricOptions):
-    from emotalk.eval.metrics.fid import load_torch_weights
-
+    """The ArcFace backbone from ``metrics.arcface_weights`` (cached by the detector getter)."""
     path = require_weights(opts, "arcface_weights", ARCFACE_FILE, "CSIM (ArcFace)")
-    key = (str(path.resolve()), path.stat().st_mtime_ns, opts.arcface_arch)
-    if key not in _ARCFACE_CACHE:
-        _ARCFACE_CACHE.clear()
-        _ARCFACE_CACHE[key] = build_arcface(load_torch_weights(path, "ArcFace"), opts.arcface_arch)
-    return _ARCFACE_CACHE[key]
+    return get_feature_detector("arcface", path, opts.torch_device(), arch=opts.arcface_arch)
 
 
 @torch.no_grad()
 def arcface_embeddings(frames: np.ndarray, landmarks: np.ndarray, model, device, batch_size: int = 32) -> np.ndarray:
     """(T, 512) embeddings of aligned faces (NaN rows where landmarks are missing)."""
-    model = model.to(device)
     out = np.full((len(frames), 512), np.nan)
     ok = [t for t in range(len(frames)) if np.isfinite(landmarks[t]).all()]
     for i in range(0, len(ok), batch_size):
@@ -115,19 +92,7 @@ def arcface_embeddings(frames: np.ndarray, landmarks: np.ndarray, model, device,
     return out
 
 
-# --- identity-photo embedding helpers -------------------------------------------------------------------
-
-def _identity_landmarks(sample: VideoSample, opts: MetricOptions) -> np.ndarray:
-    from emotalk.eval.metrics.landmark_distance import detect_landmarks
-
-    if "identity_landmarks" not in sample.cache:
-        lms = detect_landmarks(sample.identity[None], opts.landmark_upsample)
-        if not np.isfinite(lms).all():
-            raise NoFaceError(f"{sample.name or 'sample'}: no face found in the identity photo, so CSIM cannot "
-                              f"be computed; use a frontal photo where the face is clearly visible")
-        sample.cache["identity_landmarks"] = lms
-    return sample.cache["identity_landmarks"]
-
+# --- registered metrics ------------------------------------------------------------------------------
 
 def _csim_result(display: str, samples: Sequence[VideoSample], sims: list[np.ndarray], extra: dict) -> MetricResult:
     per_video, values, skipped = {}, [], 0
@@ -145,15 +110,13 @@ def _csim_result(display: str, samples: Sequence[VideoSample], sims: list[np.nda
 @register_metric("csim", display="CSIM", needs=("generated", "identity"), weights="arcface_weights")
 def csim_arcface(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricResult:
     """Cosine similarity of ArcFace embeddings: generated frames vs the identity photo."""
-    from emotalk.eval.metrics.landmark_distance import sample_landmarks
-
     model = load_arcface(opts)
     device = opts.torch_device()
     sims = []
     for s in samples:
-        ref = arcface_embeddings(s.identity[None], _identity_landmarks(s, opts), model, device)[0]
+        ref = arcface_embeddings(s.identity[None], identity_landmarks(s, opts), model, device)[0]
         k = opts.embedding_stride
-        gen = arcface_embeddings(s.generated[::k], sample_landmarks(s, "generated", opts)[::k], model, device,
+        gen = arcface_embeddings(s.generated[::k], sample_landmarks(s, Side.GENERATED, opts)[::k], model, device,
                                  opts.batch_size)
         sims.append(cosine_similarity(gen, ref))
     return _csim_result("CSIM", samples, sims, {"embedding": "arcface"})
@@ -162,12 +125,9 @@ def csim_arcface(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricR
 @register_metric("csim_dlib", display="CSIM-dlib", needs=("generated", "identity"))
 def csim_dlib(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricResult:
     """Cosine similarity of dlib 128-D face embeddings: generated frames vs the identity photo (offline)."""
-    from emotalk.eval.metrics.fid import _sample_dlib_embeddings, dlib_face_embeddings
-
     sims = []
     for s in samples:
-        if "dlib_embed/identity" not in s.cache:
-            s.cache["dlib_embed/identity"] = dlib_face_embeddings(s.identity[None], _identity_landmarks(s, opts))[0]
-        gen = _sample_dlib_embeddings(s, "generated", opts)
-        sims.append(cosine_similarity(gen, s.cache["dlib_embed/identity"]))
+        ref = sample_dlib_embeddings(s, Side.IDENTITY, opts)[0]
+        gen = sample_dlib_embeddings(s, Side.GENERATED, opts)
+        sims.append(cosine_similarity(gen, ref))
     return _csim_result("CSIM-dlib", samples, sims, {"embedding": "dlib_face_recognition_resnet_model_v1"})

@@ -1,7 +1,7 @@
 """Landmark quality: M-LD, M-LVD (mouth points 48-67) and F-LD, F-LVD (all 68 points).
 
-Landmarks are detected with dlib (HOG detector + 68-point predictor, :mod:`emotalk.data.face.detect`) on
-the generated and the ground-truth frames, unless the sample already carries them. As in the common
+Landmarks are detected with dlib (:mod:`emotalk.eval.face_features`) on the generated and the
+ground-truth frames, unless the sample already carries them. As in the common
 reference implementation (the ``LMDMeter`` of AD-NeRF/RAD-NeRF-style evaluation code), each frame's points
 are *centred*: the mean of the points used (mouth points for M-*, all 68 for F-*) is subtracted, so a
 global shift of the face does not count.
@@ -21,67 +21,12 @@ from typing import Sequence
 
 import numpy as np
 
-from emotalk.models.face_graph import MOUTH, NUM_LANDMARKS
+from emotalk.eval.face_features import sample_landmarks
+from emotalk.eval.feature_store import Side
 from emotalk.eval.metrics.base import MetricOptions, MetricResult, VideoSample, register_metric
+from emotalk.models.face_graph import MOUTH, NUM_LANDMARKS
 
 FACE = tuple(range(NUM_LANDMARKS))
-
-
-def detect_faces_video(frames: np.ndarray, upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """dlib on every frame: ((T, 68, 2) landmarks, (T, 4) boxes left/top/right/bottom), float32 pixels,
-    NaN rows where no face is found. The largest face is kept; when detection fails on a frame, the
-    landmarks are fitted inside the previous frame's box (the box is then reported as missing)."""
-    from emotalk.data.face.detect import DlibLandmarker
-
-    lm = DlibLandmarker(upsample=upsample)
-    lms = np.full((len(frames), NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
-    boxes = np.full((len(frames), 4), np.nan, dtype=np.float32)
-    box = None
-    for t, frame in enumerate(frames):
-        faces = lm.detect_faces(frame)
-        if faces:
-            face = max(faces, key=lambda f: f.size)
-            boxes[t] = face.box
-        elif box is not None:
-            face = lm.fit(frame, box)
-        else:
-            continue
-        box = face.box
-        lms[t] = face.landmarks
-    return lms, boxes
-
-
-def detect_landmarks(frames: np.ndarray, upsample: int = 1) -> np.ndarray:
-    """(T, 68, 2) float32 dlib landmarks (see :func:`detect_faces_video`)."""
-    return detect_faces_video(frames, upsample)[0]
-
-
-def sample_landmarks(sample: VideoSample, which: str, opts: MetricOptions) -> np.ndarray:
-    """Landmarks of ``sample.generated`` or ``sample.ground_truth`` (given, or detected once and cached)."""
-    attr = f"{which}_landmarks"
-    given = getattr(sample, attr)
-    if given is not None:
-        return np.asarray(given, dtype=np.float64)
-    frames = getattr(sample, which)
-    if frames is None:
-        from emotalk.errors import DataError
-
-        raise DataError(f"{sample.name or 'sample'}: no {which.replace('_', '-')} frames to find landmarks in")
-    lms, boxes = detect_faces_video(frames, opts.landmark_upsample)
-    setattr(sample, attr, lms)
-    sample.cache[f"boxes/{which}"] = boxes
-    return lms
-
-
-def sample_boxes(sample: VideoSample, which: str, opts: MetricOptions) -> np.ndarray:
-    """(T, 4) face boxes: dlib's detections when this module detected the landmarks, otherwise the
-    bounding boxes of the given landmarks."""
-    key = f"boxes/{which}"
-    if key not in sample.cache:
-        lms = sample_landmarks(sample, which, opts)
-        if key not in sample.cache:
-            sample.cache[key] = np.concatenate([np.min(lms, axis=1), np.max(lms, axis=1)], axis=1)
-    return sample.cache[key]
 
 
 def _centred(lms: np.ndarray, points: Sequence[int]) -> np.ndarray:
@@ -107,8 +52,8 @@ def landmark_velocity_difference(gen: np.ndarray, gt: np.ndarray, points: Sequen
 def _pooled(samples: Sequence[VideoSample], opts: MetricOptions, fn, points, display: str) -> MetricResult:
     values, per_video, skipped = [], {}, 0
     for i, s in enumerate(samples):
-        gen = sample_landmarks(s, "generated", opts)
-        gt = sample_landmarks(s, "ground_truth", opts)
+        gen = sample_landmarks(s, Side.GENERATED, opts)
+        gt = sample_landmarks(s, Side.GROUND_TRUTH, opts)
         v = fn(gen, gt, points)
         ok = np.isfinite(v)
         skipped += int((~ok).sum())

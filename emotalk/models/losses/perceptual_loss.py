@@ -6,7 +6,10 @@ normalised with the ImageNet mean/std before the network. The loss is the weight
 of the element-wise mean absolute difference of the features (weights ``loss.perceptual_layer_weights``,
 default 1 each); the target's features carry no gradient.
 
-Where the weights come from (``loss.perceptual`` chooses; nothing is ever downloaded):
+This module is the network and the loss only; reading the weights file (and finding it) is I/O and lives
+in :func:`emotalk.data.loading.build_perceptual_loss`, which hands the state dict to
+:func:`vgg16_features_from_state`. Where the weights come from (``loss.perceptual`` chooses; nothing is
+ever downloaded):
 
 ``vgg16`` (default, the paper)
     torchvision's ImageNet state dict ``vgg16-397923af.pth`` (the file ``torchvision.models.vgg16(
@@ -23,19 +26,17 @@ Where the weights come from (``loss.perceptual`` chooses; nothing is ever downlo
 ``none``
     No perceptual term (λ_per is ignored).
 
-Whatever is chosen, :func:`build_perceptual_loss` returns a one-line description that the task writes
-to the run log and emits as a warning when it is not the paper's setting.
+Whatever is chosen, :func:`~emotalk.data.loading.build_perceptual_loss` returns a one-line description
+that the task writes to the run log and emits as a warning when it is not the paper's setting.
 """
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from emotalk.errors import ConfigError, MissingWeightsError
+from emotalk.errors import MissingWeightsError
 
 VGG16_FILE = "vgg16-397923af.pth"
 #: name -> index of the ReLU in ``torchvision.models.vgg16().features``
@@ -46,35 +47,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_VGG_SEED = 0
 PERCEPTUAL_CHOICES = ("vgg16", "vgg16-random", "none")
-
-
-def vgg16_cache_path() -> Path:
-    """Where torchvision would have cached the ImageNet VGG16 weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
-
-
-def _missing_message(configured: str | None) -> str:
-    cache = vgg16_cache_path()
-    where = (f"the file loss.vgg16_weights={configured} does not exist" if configured else
-             f"loss.vgg16_weights is not set and torchvision's cache has no {cache}")
-    return (f"VGG16 ImageNet weights for the perceptual loss (eq. 7) are missing: {where}. Copy torchvision's "
-            f"{VGG16_FILE} (the state dict behind torchvision.models.vgg16(weights='IMAGENET1K_V1')) to "
-            f"{cache} or anywhere and set loss.vgg16_weights=/path/to/{VGG16_FILE}; nothing is downloaded. "
-            f"Or choose a documented alternative explicitly: loss.perceptual=vgg16-random (fixed random "
-            f"VGG16 features, weaker) or loss.perceptual=none")
-
-
-def resolve_vgg16_weights(path: str | Path | None) -> Path:
-    """The weights file to use: ``path`` if given (must exist), else torchvision's cache, else an error."""
-    if path:
-        p = Path(path).expanduser()
-        if p.is_file():
-            return p
-        raise MissingWeightsError(_missing_message(str(path)))
-    cache = vgg16_cache_path()
-    if cache.is_file():
-        return cache
-    raise MissingWeightsError(_missing_message(None))
 
 
 class VGG16Features(nn.Module):
@@ -128,21 +100,13 @@ class VGG16Features(nn.Module):
         return out
 
 
-def load_vgg16_features(path: str | Path) -> VGG16Features:
-    path = Path(path)
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise MissingWeightsError(f"{path}: cannot read VGG16 weights ({type(e).__name__}: {e}); supply "
-                                  f"torchvision's {VGG16_FILE} via loss.vgg16_weights") from None
-    if not isinstance(state, dict):
-        raise MissingWeightsError(f"{path}: not a state dict; supply torchvision's {VGG16_FILE} via "
-                                  f"loss.vgg16_weights")
+def vgg16_features_from_state(state: Mapping[str, Tensor], source: str = "") -> VGG16Features:
+    """VGG16 features up to relu4_3 with torchvision's (already loaded) VGG16 state dict ``state``."""
+    if not isinstance(state, Mapping):
+        raise MissingWeightsError(f"{source or 'VGG16 weights'}: not a state dict; supply torchvision's "
+                                  f"{VGG16_FILE} via loss.vgg16_weights")
     net = VGG16Features()
-    net.load_torchvision_state_dict(state, str(path))
+    net.load_torchvision_state_dict(dict(state), source)
     return net
 
 
@@ -184,29 +148,3 @@ class PerceptualLoss(nn.Module):
         for w, f in zip(self.layer_weights, feats):
             total = total + w * (f[:B].float() - f[B:].detach().float()).abs().mean()
         return total / sum(self.layer_weights)
-
-
-def build_perceptual_loss(kind: str = "vgg16", weights: str | Path | None = None,
-                          layer_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-                          warn: bool = True) -> tuple[PerceptualLoss | None, str]:
-    """Build the eq. (7) loss for ``loss.perceptual`` = ``kind``; returns (module or None, description).
-
-    Raises :class:`MissingWeightsError` for ``vgg16`` without weights. The description names the choice;
-    non-paper choices are also emitted as a ``UserWarning`` unless ``warn=False``.
-    """
-    if kind == "vgg16":
-        path = resolve_vgg16_weights(weights)
-        desc = f"perceptual loss: VGG16 ImageNet weights from {path}"
-        return PerceptualLoss(load_vgg16_features(path), layer_weights, desc), desc
-    if kind == "vgg16-random":
-        desc = (f"perceptual loss: vgg16-random (fixed randomly-initialised VGG16, seed {RANDOM_VGG_SEED}; "
-                f"weaker than the paper's ImageNet VGG16, chosen explicitly by loss.perceptual)")
-        if warn:
-            warnings.warn(desc, stacklevel=2)
-        return PerceptualLoss(random_vgg16_features(), layer_weights, desc), desc
-    if kind == "none":
-        desc = "perceptual loss: none (eq. 7 disabled by loss.perceptual=none; lambda_per ignored)"
-        if warn:
-            warnings.warn(desc, stacklevel=2)
-        return None, desc
-    raise ConfigError(f"loss.perceptual={kind!r} is not one of {', '.join(PERCEPTUAL_CHOICES)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emotalk.models.face_graph import INNER_LIP_PAIRS
+from emotalk.models.face_graph import INNER_LIP_PAIRS, eye_distance
 
 
 def anchor_points(neutral: np.ndarray, size: tuple[int, int], ring_scale: float = 1.45,
@@ -24,7 +24,7 @@ def anchor_points(neutral: np.ndarray, size: tuple[int, int], ring_scale: float 
     w, h = size
     pts = np.asarray(neutral, np.float64)
     centre = pts[[27, 28, 29, 30, 33]].mean(0)
-    eye_dist = np.linalg.norm(pts[45] - pts[36])
+    eye_dist = float(eye_distance(pts))
     ring = [centre + ring_scale * (pts[i] - centre) for i in range(0, 17, 2)]
     for i in (17, 19, 21, 22, 24, 26):
         ring.append(pts[i] + np.array([0.0, -0.55 * eye_dist]) + 0.25 * (pts[i] - centre))
@@ -61,7 +61,7 @@ class FaceWarper:
         self.neutral = np.asarray(neutral, np.float64)
         self.anchors = anchor_points(self.neutral, (self.w, self.h)) if anchors is None else anchors
         self.src = np.concatenate([self.neutral, self.anchors])
-        eye_dist = np.linalg.norm(self.neutral[45] - self.neutral[36])
+        eye_dist = float(eye_distance(self.neutral))
         tri_pts = np.concatenate([_open_lips(self.neutral, 0.03 * eye_dist), self.anchors])
         self.triangles = np.asarray(Delaunay(tri_pts).simplices, dtype=np.int64)
         ys, xs = np.mgrid[0:self.h, 0:self.w]
