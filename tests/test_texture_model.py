@@ -11,10 +11,10 @@ from emotalk.errors import ConfigError, MissingWeightsError
 from emotalk.models.heatmap import heatmap_difference, landmark_heatmaps, landmark_prior_flow
 from emotalk.models.texture_generator import (FrameDiscriminator, IdentityFeatures, TextureGenerator,
                                               TextureModelConfig, build_discriminator, count_parameters, warp)
-from emotalk.train.adversarial_loss import d_loss, g_loss
-from emotalk.train.perceptual_loss import (VGG16_FILE, build_perceptual_loss, random_vgg16_features,
-                                           resolve_vgg16_weights)
-from emotalk.train.reconstruction_loss import reconstruction_loss
+from emotalk.data.loading import build_perceptual_loss, resolve_vgg16_weights
+from emotalk.models.losses.adversarial_loss import d_loss, g_loss
+from emotalk.models.losses.perceptual_loss import VGG16_FILE, random_vgg16_features
+from emotalk.models.losses.reconstruction_loss import reconstruction_loss
 from emotalk.train.texture_task import TextureTask, TextureTrainConfig
 from emotalk.train.trainer import StepContext
 
@@ -170,7 +170,7 @@ def test_prior_flow_moves_pixels_the_way_the_landmarks_move():
 
 
 def test_prior_flow_off_is_the_plain_model_and_adds_no_parameters():
-    from emotalk.config import load_config
+    from emotalk.train.tasks import load_train_config as load_config
 
     assert TextureModelConfig().prior_flow is False
     assert load_config("texture/mead").model.prior_flow is False  # the paper's model
@@ -310,6 +310,7 @@ def test_missing_vgg16_weights_stop_the_run(empty_hub, tmp_path):
         TextureTask(cfg).build_modules()
 
 
+@pytest.mark.slow
 def test_vgg16_stand_in_weights_load_from_file_and_cache(empty_hub, tmp_path):
     import torchvision
 
@@ -349,3 +350,150 @@ def test_explicit_alternatives_are_named_and_random_vgg_is_fixed():
     with pytest.warns(UserWarning, match="none"):
         none, desc = build_perceptual_loss("none")
     assert none is None and "none" in desc
+
+
+# ------------------------------------------------------------------ mesh prior flow, flow grid, region losses
+def eye_image(S: int, neutral: torch.Tensor) -> torch.Tensor:
+    """A bright face with dark eyes: the inside of both eye polygons of ``neutral`` is -1, the rest +1."""
+    from emotalk.models.losses.region_loss import LEFT_EYE, RIGHT_EYE, polygon_mask
+
+    eyes = torch.maximum(polygon_mask(neutral[:, list(RIGHT_EYE)], S, S),
+                         polygon_mask(neutral[:, list(LEFT_EYE)], S, S))
+    return (1 - 2 * eyes)[:, None].expand(-1, 3, -1, -1).contiguous(), eyes
+
+
+def test_mesh_prior_flow_closes_the_eyes_of_a_blink_where_the_gaussian_prior_cannot():
+    import numpy as np
+
+    from emotalk.data.face.blinks import apply_blink
+    from emotalk.models.mesh_flow import mesh_prior_flow
+
+    S = 128
+    neutral = face_landmarks(1, S)
+    img, eyes = eye_image(S, neutral)
+    assert eyes.sum() > 40  # the eyes are drawn: ~30 px each at 128²
+    closed = torch.as_tensor(apply_blink(neutral.numpy(), np.ones(1)), dtype=torch.float32)
+    dark = lambda im: float(((im[0, 0] < 0) & (eyes[0] > 0)).sum() / eyes.sum())  # noqa: E731
+    assert dark(img) == 1.0
+    mesh = warp(img, mesh_prior_flow(neutral, closed, S, S))
+    gauss = warp(img, landmark_prior_flow(neutral, closed, S, S))
+    assert dark(mesh) < 0.3  # the lid skin covers the eye (dark pixels left: the eye's outline, the lid line)
+    assert dark(gauss) > 0.6  # the averaged lid motion leaves the eye open (why the mesh prior exists)
+    # on the motion network's S/4 grid the ~4 px lid travel is ~1 px: much of the eye stays open
+    assert dark(warp(img, mesh_prior_flow(neutral, closed, S, S // 4))) > 2 * dark(mesh)
+    # half-closed: the eye keeps part of its opening
+    half = torch.as_tensor(apply_blink(neutral.numpy(), np.full(1, 0.5)), dtype=torch.float32)
+    assert dark(mesh) + 0.3 < dark(warp(img, mesh_prior_flow(neutral, half, S, S))) < 0.9
+
+
+def test_mesh_prior_flow_is_exact_for_affine_motion_and_still_far_away():
+    from emotalk.models.mesh_flow import mesh_anchors, mesh_prior_flow, mesh_triangles
+
+    S = 64
+    tri = mesh_triangles()
+    assert tri.min() == 0 and tri.max() == 68 + mesh_anchors(face_landmarks(1, S)).shape[1] - 1
+    neutral = face_landmarks(2, S)
+    assert mesh_prior_flow(neutral, neutral, S, S).abs().max() < 1e-6  # no motion: identity warp
+    driven = neutral.clone()
+    driven[0, :, 0] += 3  # sample 0: the whole face 3 px right; sample 1: 2 px down
+    driven[1, :, 1] += 2
+    f = mesh_prior_flow(neutral[:1], driven, S, S) * (S / 2)  # crop pixels; neutral broadcast
+    assert tuple(f.shape) == (2, 2, S, S)
+    nose = neutral[0, 30].round().long().tolist()
+    assert torch.allclose(f[0, :, nose[1], nose[0]], torch.tensor([-3.0, 0.0]), atol=1e-4)  # inside: exact
+    assert torch.allclose(f[1, :, nose[1], nose[0]], torch.tensor([0.0, -2.0]), atol=1e-4)
+    assert f[:, :, :2, :2].abs().max() < 1e-6 and f[:, :, -2:, -2:].abs().max() < 1e-6  # crop corners: still
+    # between the face outline and the ring of anchors the motion fades out: jaw moves fully, beyond it less
+    jaw = neutral[0, 8].round().long().tolist()
+    below = f[0, 0, min(jaw[1] + 4, S - 1), jaw[0]]
+    assert -3.0 < float(below) < -0.2
+
+
+def test_flow_grid_follows_flow_stride_and_validates():
+    for kind, mode in (("gaussian", "warp"), ("mesh", "warp"), ("mesh", "concat")):
+        for stride in (1, 2, 4):
+            cfg = small_cfg(prior_flow=True, prior_flow_kind=kind, flow_stride=stride, image_skip=True,
+                            flow_mode=mode)
+            G = TextureGenerator(cfg).eval()
+            assert cfg.flow_size == 32 // stride
+            with torch.no_grad():
+                out = G(torch.zeros(2, 3, 32, 32), face_landmarks(1, 32), face_landmarks(2, 32, 1.0),
+                        torch.eye(11)[:2])
+            F_ = 32 // stride
+            assert tuple(out["flow"].shape) == tuple(out["prior_flow"].shape) == (2, 2, F_, F_)
+            assert tuple(out["flow_residual"].shape) == (2, 2, 8, 8)  # the motion network's S/4 output
+            assert torch.equal(out["flow"], out["prior_flow"])  # zero-initialised residual
+    assert small_cfg().flow_size == 8  # no prior: the motion network's S/4 flow
+    with pytest.raises(ConfigError, match="flow_stride"):
+        small_cfg(prior_flow=True, flow_stride=3).validate()
+    with pytest.raises(ConfigError, match="needs model.prior_flow"):
+        small_cfg(flow_stride=1).validate()
+    with pytest.raises(ConfigError, match="prior_flow_kind"):
+        small_cfg(prior_flow=True, prior_flow_kind="spline").validate()
+
+
+def test_warp_accepts_a_finer_flow_than_the_features():
+    feats = torch.rand(1, 4, 8, 8)
+    fine = torch.zeros(1, 2, 32, 32)
+    fine[:, 0] = 2 / 8  # one feature pixel to the right everywhere
+    assert torch.allclose(warp(feats, fine), warp(feats, fine[..., ::4, ::4]), atol=1e-6)
+
+
+def test_region_masks_sit_where_the_landmarks_say():
+    from emotalk.models.losses.region_loss import masked_l1, polygon_mask, region_losses, region_masks
+
+    square = torch.tensor([[[4.0, 4.0], [10.0, 4.0], [10.0, 10.0], [4.0, 10.0]]])
+    m = polygon_mask(square, 16, 16)
+    assert m[0, 4:11, 4:11].all() and m.sum() == 49  # pixels 4..10: inside and on the outline
+    grown = polygon_mask(square, 16, 16, 1.0)  # + a band 1 px wide on each side of the outline
+    assert grown[0, 3, 4:11].all() and grown[0, 11, 4:11].all() and grown[0, 4:11, 3].all()
+    assert grown[0, 4:11, 11].all() and grown[0, 1, 1] == 0 and grown[0, 13, 13] == 0 and grown[0, 7, 13] == 0
+    assert 77 <= grown.sum() <= 81
+    half = polygon_mask(torch.cat([square, square + 2]), 32, 16)  # a batch, on a 2x finer grid
+    assert half.shape == (2, 32, 32) and half[0].sum() == 13 * 13 and half[1, 23, 23] == 1 and half[0, 23, 23] == 0
+    S = 64
+    ident = face_landmarks(1, S)
+    tgt = ident.clone()
+    tgt[0, [65, 66, 67, 56, 57, 58], 1] += 6  # the mouth opens by 6 px
+    masks = region_masks(ident, tgt, S, S, margin=0.0)
+    at = lambda k, x, y: float(masks[k][0, 0, int(round(float(y))), int(round(float(x)))])  # noqa: E731
+    eye_c = ident[0, 36:42].mean(0)
+    mouth_c = tgt[0, 60:68].mean(0)
+    nose = ident[0, 30]
+    assert at("eyes", *eye_c) == 1 and at("eyes", *mouth_c) == 0 and at("eyes", *nose) == 0
+    assert at("mouth", *mouth_c) == 1 and at("mouth", *eye_c) == 0 and at("mouth", *nose) == 0
+    # a closed eye keeps the neutral eye in the region (the lid travels there)
+    blink = ident.clone()
+    blink[0, [37, 38], 1] = blink[0, [41, 40], 1]
+    blink[0, [43, 44], 1] = blink[0, [47, 46], 1]
+    assert at("eyes", *eye_c) == float(region_masks(ident, blink, S, S, 0.0)["eyes"][
+        0, 0, int(round(float(eye_c[1]))), int(round(float(eye_c[0])))]) == 1
+    # the losses average the error inside each region only
+    target = torch.zeros(1, 3, S, S)
+    pred = target + 0.5 * masks["mouth"]
+    losses = region_losses(pred, target, ident, tgt, margin=0.0)
+    assert float(losses["mouth"]) == pytest.approx(0.5) and float(losses["eyes"]) == 0.0
+    assert float(masked_l1(pred, target, torch.zeros(1, 1, S, S))) == 0.0  # empty region: no loss
+    with pytest.raises(ValueError, match="spatial size"):
+        masked_l1(pred, target, torch.ones(1, 1, 8, 8))
+
+
+def test_region_losses_enter_the_training_step():
+    mcfg = small_cfg(image_skip=True, prior_flow=True, prior_flow_kind="mesh", flow_stride=1)
+    cfg = TextureTrainConfig(model=mcfg)
+    cfg.loss.perceptual, cfg.loss.lambda_adv = "none", 0.0
+    cfg.loss.lambda_eyes, cfg.loss.lambda_mouth = 1.0, 2.0
+    task = TextureTask(cfg)
+    with pytest.warns(UserWarning, match="perceptual loss: none"):
+        modules = task.build_modules()
+    ctx = StepContext(modules, modules, task.build_optimizers(modules), torch.device("cpu"), None, None, 0.0)
+    B = 2
+    batch = {"identity": torch.rand(B, 3, 32, 32) * 2 - 1, "target": torch.rand(B, 3, 32, 32) * 2 - 1,
+             "identity_landmarks": face_landmarks(B, 32), "target_landmarks": face_landmarks(B, 32, 1.0),
+             "emotion": torch.eye(11)[:B]}
+    logs = task.train_step(batch, ctx)
+    assert logs["rec_eyes"] > 0 and logs["rec_mouth"] > 0
+    assert logs["total"] == pytest.approx(logs["rec"] + logs["rec_eyes"] + 2 * logs["rec_mouth"], rel=1e-4)
+    cfg.loss.lambda_eyes = -1.0
+    with pytest.raises(ConfigError, match="lambda_eyes"):
+        cfg.validate()

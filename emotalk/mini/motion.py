@@ -12,12 +12,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from emotalk.mini.action_units import emotion_displacement, level_scale
-from emotalk.mini.blinks import apply_blink, blink_onsets, blink_track
+from emotalk.data.face.blinks import apply_blink, blink_onsets, blink_track
 from emotalk.mini.visemes import JAW, apply_speech, viseme_track
+from emotalk.models.face_graph import INNER_LIP_PAIRS
 
 #: speaking style per emotion at level 3: articulation gain (how wide the jaw/lips move)
 EMOTION_ARTICULATION = {"neutral": 1.0, "happy": 1.05, "sad": 0.82, "angry": 1.12, "surprised": 1.1,
                         "fear": 1.0, "disgusted": 0.9, "contempt": 0.88}
+
+
+def separate_lips(points: np.ndarray) -> np.ndarray:
+    """Lips never pass through each other: where a lower inner-lip point (65-67) ends up above its upper
+    partner (61-63) — pressing AUs (AU17/23/24) on top of a speech closure — both meet half-way."""
+    pts = np.array(points, dtype=np.float64, copy=True)
+    for up, lo in INNER_LIP_PAIRS:
+        crossed = pts[:, lo, 1] < pts[:, up, 1]
+        mid = 0.5 * (pts[:, lo, 1] + pts[:, up, 1])
+        pts[crossed, up, 1] = mid[crossed]
+        pts[crossed, lo, 1] = mid[crossed]
+    return pts
 
 
 @dataclass
@@ -47,6 +60,7 @@ def clip_motion(neutral: np.ndarray, phones, num_frames: int, emotion: str, leve
     vis = viseme_track(phones, T, fps=fps, strength=articulation * style)
     vis[:, JAW] += gain * au_jaw
     pts = apply_speech(base, vis, neutral)
+    pts = separate_lips(pts)
     # blinks (surprise and fear stare: fewer blinks)
     rate = blink_rate * (0.5 if emotion in ("surprised", "fear") else 1.0)
     onsets = blink_onsets(T / fps, rng, rate=rate)

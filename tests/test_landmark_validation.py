@@ -1,0 +1,197 @@
+"""Known answers for G_L's expression-amplitude validation numbers (emotalk.train.landmark_validation)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from emotalk.models.face_graph import BROWS, EYES, MOUTH, canonical_template
+from emotalk.train.landmark_validation import (ClipAmplitude, amplitude_report, clip_amplitude,
+                                               decode_control, level_amplitudes, predict_clip_amplitudes,
+                                               region_displacement)
+
+EMOTIONS = ["neutral", "happy", "sad"]
+
+
+def _clip(seed: int, scale_brows: float = 1.0, amp: float = 0.05, frames: int = 12):
+    """A neutral face and ``frames`` real frames whose brows/eyes/mouth move by random offsets."""
+    g = torch.Generator().manual_seed(seed)
+    neutral = torch.from_numpy(canonical_template())
+    real = neutral.expand(frames, 68, 2).clone()
+    real += amp * torch.randn(frames, 68, 2, generator=g)
+    return neutral, real
+
+
+def test_region_displacement_known_distance():
+    neutral = torch.zeros(68, 2)
+    moved = neutral.clone()
+    moved[list(BROWS), 1] = -0.1  # brows 0.1 up
+    moved[list(MOUTH), 0] = 0.3
+    assert float(region_displacement(moved, neutral, BROWS)) == pytest.approx(0.1)
+    assert float(region_displacement(moved, neutral, EYES)) == pytest.approx(0.0)
+    assert float(region_displacement(moved, neutral, MOUTH)) == pytest.approx(0.3)
+    # 3-4-5 triangle: the distance, not a coordinate
+    moved[list(EYES)] = torch.tensor([0.3, 0.4])
+    assert float(region_displacement(moved, neutral, EYES)) == pytest.approx(0.5)
+
+
+def test_half_displacement_gives_half_ratio():
+    """Predictions = neutral + 0.5 × the real displacement -> every ratio is 0.5 (the brief's check)."""
+    clips = []
+    for i, (emo, level) in enumerate([("happy", 1), ("happy", 3), ("sad", 2), ("neutral", 1)]):
+        neutral, real = _clip(i)
+        pred = neutral + 0.5 * (real - neutral)
+        clips.append(clip_amplitude(emo, level, pred, real, neutral))
+    rep = amplitude_report(clips)
+    for key in ("brows", "eyes", "mouth", "expression", "happy", "sad", "neutral", "min"):
+        assert rep[f"expr_ratio/{key}"] == pytest.approx(0.5, abs=1e-6), key
+
+
+def test_ratio_of_means_not_mean_of_ratios():
+    # clip A: real 0.2, predicted 0.1; clip B: real 0.01, predicted 0.02 -> (0.1+0.02)/(0.2+0.01)
+    a = ClipAmplitude("happy", 3, {"brows": 0.1}, {"brows": 0.2})
+    b = ClipAmplitude("happy", 1, {"brows": 0.02}, {"brows": 0.01})
+    rep = amplitude_report([a, b])
+    assert rep["expr_ratio/brows"] == pytest.approx(0.12 / 0.21)
+    assert rep["expr_ratio/happy"] == pytest.approx(0.12 / 0.21)
+
+
+def test_min_is_the_weakest_cell():
+    clips = [ClipAmplitude("happy", 3, {"brows": 0.9, "mouth": 1.0}, {"brows": 1.0, "mouth": 1.0}),
+             ClipAmplitude("sad", 3, {"brows": 1.0, "mouth": 0.4}, {"brows": 1.0, "mouth": 1.0})]
+    rep = amplitude_report(clips)
+    assert rep["expr_ratio/min"] == pytest.approx(0.4)
+    assert rep["expr_ratio/mouth"] == pytest.approx(0.7)
+    # a region the emotion barely moves (real amplitude under min_real) does not decide the minimum
+    clips.append(ClipAmplitude("contempt", 3, {"brows": 0.0001, "mouth": 0.9}, {"brows": 0.005, "mouth": 1.0}))
+    assert amplitude_report(clips)["expr_ratio/min"] == pytest.approx(0.4)
+    assert amplitude_report(clips, min_real=0.001)["expr_ratio/min"] == pytest.approx(0.02)
+
+
+def test_monotonic_verdicts():
+    def c(emo, level, pred, real):
+        return ClipAmplitude(emo, level, {"expression": pred}, {"expression": real})
+
+    clips = [c("happy", 1, 0.1, 0.1), c("happy", 2, 0.2, 0.2), c("happy", 3, 0.3, 0.3),
+             # sad: predicted level 3 weaker than level 2 -> not monotonic; real is
+             c("sad", 1, 0.1, 0.1), c("sad", 2, 0.3, 0.2), c("sad", 3, 0.25, 0.3),
+             # neutral is not judged even though it decreases
+             c("neutral", 1, 0.5, 0.5), c("neutral", 2, 0.1, 0.1)]
+    rep = amplitude_report(clips)
+    assert rep["expr_monotonic"] == pytest.approx(0.5)
+    assert rep["expr_monotonic_real"] == pytest.approx(1.0)
+    assert level_amplitudes(clips)["sad"] == {1: 0.1, 2: 0.3, 3: 0.25}
+
+
+def test_empty_groups_are_nan_not_errors():
+    assert amplitude_report([]) == {}
+    rep = amplitude_report([ClipAmplitude("happy", 3, {"brows": 0.0}, {"brows": 0.0})])
+    assert math.isnan(rep["expr_ratio/brows"]) and math.isnan(rep["expr_monotonic"])
+
+
+def test_decode_control():
+    v = torch.tensor([0, 0, 1, 0, 0, 1], dtype=torch.float32)
+    assert decode_control(v, EMOTIONS, 3) == ("sad", 3)
+    with pytest.raises(ValueError):
+        decode_control(v, EMOTIONS, 2)
+
+
+class _HalfGenerator(torch.nn.Module):
+    """Stands in for G_L: moves the neutral face half-way to a target it is handed through ``audio``."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, audio, emotion, neutral):
+        return {"landmarks": neutral + 0.5 * (audio - neutral)}
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_predict_clip_amplitudes_groups_clips_and_strides(stride):
+    rows = []
+    for cid, (emo, level, frames) in enumerate([("happy", 3, 10), ("sad", 1, 7)]):
+        neutral, real = _clip(cid, frames=frames)
+        vec = torch.zeros(6)
+        vec[EMOTIONS.index(emo)] = 1
+        vec[3 + level - 1] = 1
+        rows.append((real, vec.expand(frames, 6), neutral.expand(frames, 68, 2),
+                     np.stack([np.full(frames, cid), np.arange(frames)], 1)))
+    target = torch.cat([r[0] for r in rows])
+    emotion = torch.cat([r[1] for r in rows])
+    neutral = torch.cat([r[2] for r in rows])
+    index = np.concatenate([r[3] for r in rows])
+    clips = predict_clip_amplitudes(_HalfGenerator(), target, emotion, neutral, target, index, EMOTIONS, 3,
+                                    frame_stride=stride, batch_size=4)
+    assert [(c.emotion, c.level) for c in clips] == [("happy", 3), ("sad", 1)]
+    for c in clips:
+        for r in c.real:
+            assert c.predicted[r] == pytest.approx(0.5 * c.real[r], rel=1e-5)
+    # the stride keeps frames 0, stride, 2·stride … of each clip: the real amplitude is their mean
+    kept = [i for i in range(10) if i % stride == 0]
+    expect = float(region_displacement(target[kept], neutral[kept], BROWS).mean())
+    assert clips[0].real["brows"] == pytest.approx(expect, rel=1e-6)
+
+
+# --- the opt-in vertex-loss variants (emotalk.models.losses.weighted_vertex_loss) ---
+from emotalk.models.losses.vertex_loss import vertex_loss  # noqa: E402
+from emotalk.models.losses.weighted_vertex_loss import region_point_weights, weighted_vertex_loss  # noqa: E402
+
+
+def test_weighted_vertex_loss_defaults_to_eq2():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(5, 68, 2, generator=g), torch.randn(5, 68, 2, generator=g)
+    assert float(weighted_vertex_loss(pred, target)) == pytest.approx(float(vertex_loss(pred, target)))
+
+
+def test_weighted_vertex_loss_known_values():
+    target = torch.zeros(2, 68, 2)
+    pred = target.clone()
+    pred[:, list(BROWS), 1] = 0.5   # 10 brow points off by 0.5 in y
+    pred[:, 60, :] = torch.tensor([0.3, -0.4])
+    # l2: 10 * 0.25 + (0.09 + 0.16) = 2.75 ; brows weighted 4: 10 + 0.25
+    assert float(weighted_vertex_loss(pred, target)) == pytest.approx(2.75)
+    w = region_point_weights({"brows": 4.0})
+    assert float(weighted_vertex_loss(pred, target, w)) == pytest.approx(10.25)
+    # l1: 10 * 0.5 + (0.3 + 0.4) = 5.7
+    assert float(weighted_vertex_loss(pred, target, norm="l1")) == pytest.approx(5.7)
+    assert region_point_weights({}) is None
+    with pytest.raises(ValueError, match="unknown face region"):
+        region_point_weights({"forehead": 2.0})
+    with pytest.raises(ValueError):
+        weighted_vertex_loss(pred, target, norm="huber")
+
+
+@pytest.mark.slow
+def test_training_logs_the_expression_numbers_over_every_held_out_clip(tmp_path):
+    """Wiring: the val rows of metrics.jsonl carry expr_ratio/* computed over *all* held-out clips (not
+    just the trainer's first val_batches batches), equal to a direct computation with the final model."""
+    import json
+
+    from emotalk.data.datasets.landmark import LandmarkFrameDataset, load_clips
+    from emotalk.data.datasets.toy import make_toy_dataset
+    from emotalk.train.tasks import train_from_config
+
+    root = make_toy_dataset(tmp_path / "toy", subjects=3, frames=12, seed=2)
+    trainer, _ = train_from_config("landmark/tiny", [
+        f"data.root={root}", f"train.run_dir={tmp_path / 'run'}", "train.steps=6", "train.val_every=3",
+        "train.ckpt_every=6", "train.val_batches=1", "train.batch_size=8", "train.progress=false",
+        "data.val_subjects=[T002]", "validation.expression_frame_stride=2"])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r["split"] == "val"]
+    assert [r["step"] for r in val] == [3, 6]
+    # tiny.yaml computes them every 1000 steps and at the last step only (step 3 is neither)
+    assert "expr_ratio/brows" not in val[0] and "mouth_open_std_ratio" in val[0]
+    last = val[-1]
+    for key in ("brows", "eyes", "mouth", "min", "neutral", "surprised"):
+        assert f"expr_ratio/{key}" in last, key
+    assert "expr_monotonic" in last
+    ds = LandmarkFrameDataset(load_clips(root, ["T002"]))
+    G = trainer.modules["generator"].eval()
+    m = trainer.task.cfg.model
+    clips = predict_clip_amplitudes(G, ds.audio, ds.emotion, ds.neutral, ds.target, ds.index, m.emotions,
+                                    m.intensity_levels, frame_stride=2)
+    assert len({(c.emotion, c.level) for c in clips}) == len(clips) > 2  # every held-out clip, not one batch
+    direct = amplitude_report(clips)
+    for key in ("expr_ratio/brows", "expr_ratio/mouth", "expr_ratio/min"):
+        assert last[key] == pytest.approx(direct[key], rel=1e-4), key
