@@ -264,14 +264,15 @@ def config_from_dict(data: dict, schema: Schema) -> Any:
 
 
 def dump_config(cfg: Any) -> str:
-    return yaml.safe_dump(_plain(to_dict(cfg)), sort_keys=False)
+    return yaml.safe_dump(plain(to_dict(cfg)), sort_keys=False)
 
 
-def _plain(x: Any) -> Any:
+def plain(x: Any) -> Any:
+    """Tuples -> lists, recursively (JSON/YAML have no tuples; a saved config equals a trainer-written one)."""
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        return {k: plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [plain(v) for v in x]
     return x
 
 

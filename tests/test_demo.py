@@ -29,11 +29,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     tiles = re.findall(r"<td data-emotion='(\w+)' data-level='(\d)'>.*?Δ <b>([\d.]+)</b>", report, re.S)
     assert len(tiles) == 2 * 7 * 3  # held-out subject + the photo, 7 emotions, levels 1-3, all measured
     assert "<table>" in report and "Static neutral photo" in report and "(paper)" in report
+    assert "Emo-Acc-LM" in report and "ExT-brows" in report  # the emotion metrics reach the report
     assert (out / "eval" / "table2.md").is_file() and (out / "eval" / "table2.csv").is_file()
     # a second run reuses every stage, and without --quiet it says so and prints the stage times
     assert main(args[:-1]) == 0
     printed = capsys.readouterr().out
-    assert printed.count(": reusing ") == 7
+    assert printed.count(": reusing ") == 8
     assert "stage times" in printed and "total" in printed and f"report: {out / 'report.html'}" in printed
-    for stage in ("mini", "preprocess", "landmark", "texture", "generate", "emotions", "evaluate"):
+    for stage in ("mini", "preprocess", "landmark", "texture", "classifier", "generate", "emotions", "evaluate"):
         assert (out / "stages" / f"{stage}.json").is_file()

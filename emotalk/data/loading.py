@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from emotalk.config import from_dict
+from emotalk.config import from_dict, plain
 from emotalk.data.io.checkpoint import load_checkpoint, module_state, save_checkpoint
 from emotalk.errors import CheckpointError, ConfigError, MissingWeightsError
 from emotalk.models.emotion_classifier import EmotionCNN, EmotionModelConfig
@@ -245,19 +245,11 @@ def save_model(stem: str | Path, module: torch.nn.Module, kind: str, model_confi
             raise ValueError(f"extra tensor {k!r} would overwrite model weights")
         out[k] = v
     config = dict(meta.config)
-    config["model"] = _plain(dataclasses.asdict(model_config))
+    config["model"] = plain(dataclasses.asdict(model_config))
     saved = dataclasses.replace(meta, kind=kind, config=config,
                                 extra={k: v for k, v in meta.extra.items() if k not in TRAINING_STATE_KEYS})
     return save_checkpoint(Path(stem), out, saved.to_json())
 
-
-def _plain(x: Any) -> Any:
-    """Tuples -> lists (JSON has no tuples; keeps the saved config identical to a trainer-written one)."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 

@@ -6,6 +6,8 @@ Stages (each reuses its output when it is already there, so a second run is fast
 2. ``preprocess`` — the real preprocessing pipeline → processed clips (phoneme features, dlib landmarks);
 3. ``landmark``   — train G_L with ``configs/landmark/tiny.yaml``;
 4. ``texture``    — train G_T with ``configs/texture/tiny.yaml``;
+   ``classifier`` — train the landmark-geometry emotion classifier behind Emo-Acc-LM
+   (``configs/emotion/landmark-tiny.yaml``, training subjects only, seconds);
 5. ``generate``   — one held-out identity, one sentence that is not in the training data, several emotions,
    one blend and the warp baseline (one-shot fine-tuning on the held-out photo each time);
 6. ``emotions``   — the report's emotions panel: the held-out identity and the public-domain photo in every
@@ -171,7 +173,9 @@ class Demo:
             f"checkpoints={self.checkpoints}", f"out_dir={self.out / 'eval'}", f"data.root={self.processed_dir}",
             f"data.subjects=[{', '.join(splits['test'])}]",
             f"data.clips_per_subject={self.o.eval_clips_per_subject}",
-            "metrics.emotion_classifier=null", f"progress={str(self.o.progress).lower()}"])
+            "metrics.emotion_classifier=null",
+            f"metrics.landmark_emotion_classifier={self.checkpoints / 'landmark_emotion'}",
+            f"progress={str(self.o.progress).lower()}"])
         res = evaluate(cfg, lambda lm, tex, dev: Pipeline.from_checkpoints((lm, tex), device=dev,
                                                                       load_texture=tex is not None))
         return {"output": res["out_dir"], "tables": res["tables"]}
@@ -224,6 +228,7 @@ class Demo:
         self._stage("preprocess", self.preprocess)
         self._stage("landmark", lambda: self._train("landmark/tiny", "landmark", self.o.landmark_overrides, splits))
         self._stage("texture", lambda: self._train("texture/tiny", "texture", self.o.texture_overrides, splits))
+        self._stage("classifier", lambda: self._train("emotion/landmark-tiny", "landmark_emotion", [], splits))
         remember_checkpoints(self.checkpoints)  # so 'emotalk generate' finds these models without flags
         gen = self._stage("generate", lambda: self.generate(splits))
         emo = self._stage("emotions", lambda: self.emotion_panels(splits)) if self.o.emotion_panel else None
