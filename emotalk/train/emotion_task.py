@@ -19,30 +19,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from emotalk.data.datasets.emotion import EmotionFrameDataset
-from emotalk.data.datasets.landmark import dataset_subjects
-from emotalk.data.datasets.splits import split_subjects
-from emotalk.data.emotions import EMOTIONS, canonical_emotion
-from emotalk.data.loading import build_model
-from emotalk.errors import ConfigError, DataError, InputError
-from emotalk.models.emotion_classifier import EmotionModelConfig
-from emotalk.train.task import OptimConfig, Task, TrainerConfig
 
+from emotalk.errors import ConfigError
+from emotalk.models.emotion_classifier import EmotionModelConfig
+from emotalk.train.classifier_task import ClassifierDataConfig, ClassifierTask
+from emotalk.train.task import OptimConfig, TrainerConfig
 
 @dataclass
-class EmotionDataConfig:
-    root: str = "data/processed/mead"
-    train_subjects: list[str] = field(default_factory=list)  # empty: all but the validation subjects
-    val_subjects: list[str] = field(default_factory=list)
-    val_fraction: float = 0.1
-    emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))  # the classes, in order
+class EmotionDataConfig(ClassifierDataConfig):
     frames_per_clip: int = 8  # evenly spaced frames taken from each clip (memory: N x image_size^2 bytes)
     max_clips: int = 0  # 0 = all
-
 
 @dataclass
 class EmotionAugmentConfig:
@@ -51,7 +41,6 @@ class EmotionAugmentConfig:
     flip: bool = True
     brightness: float = 0.15
     contrast: float = 0.2
-
 
 @dataclass
 class EmotionTrainConfig:
@@ -64,21 +53,12 @@ class EmotionTrainConfig:
                                                                        batch_size=64, ckpt_every=1000))
 
     def validate(self) -> None:
-        if not self.data.emotions:
-            raise ConfigError("data.emotions must name at least two classes")
-        try:
-            names = [canonical_emotion(e) for e in self.data.emotions]
-        except InputError as e:
-            raise ConfigError(f"data.emotions: {e}") from None
-        if len(set(names)) != len(names) or len(names) < 2:
-            raise ConfigError(f"data.emotions must list at least two distinct emotions, got {self.data.emotions}")
-        self.data.emotions = names
+        self.data.validate()
         if self.model.image_size < 16 or self.model.image_size % (2 ** self.model.blocks):
             raise ConfigError(f"model.image_size must be >= 16 and divisible by 2^model.blocks "
                               f"(= {2 ** self.model.blocks}), got {self.model.image_size}")
         if self.data.frames_per_clip < 1:
             raise ConfigError("data.frames_per_clip must be >= 1")
-
 
 def augment_batch(x: torch.Tensor, cfg: EmotionAugmentConfig) -> torch.Tensor:
     """Random similarity jitter, flips and photometric changes of (N, 1, S, S) images in [0, 1]."""
@@ -99,54 +79,20 @@ def augment_batch(x: torch.Tensor, cfg: EmotionAugmentConfig) -> torch.Tensor:
     mean = x.mean(dim=(2, 3), keepdim=True)
     return ((x - mean) * c + mean + b).clamp(0, 1)
 
-
-class EmotionTask(Task):
+class EmotionTask(ClassifierTask):
     kind = "emotion"
+    what = "emotion classifier (face crops)"
 
-    def __init__(self, cfg: EmotionTrainConfig):
-        super().__init__(cfg)
-        self._datasets = None
+    def make_dataset(self, subjects, emotions, train):
+        d, m = self.cfg.data, self.cfg.model
+        return EmotionFrameDataset(d.root, subjects, emotions, m.image_size, d.frames_per_clip,
+                                   d.max_clips if train else 0)
 
-    def build_datasets(self):
-        if self._datasets is None:
-            d, m = self.cfg.data, self.cfg.model
-            subjects = dataset_subjects(d.root)
-            train_s, val_s = split_subjects(subjects, d.train_subjects, d.val_subjects, d.val_fraction)
-            train = EmotionFrameDataset(d.root, train_s, d.emotions, m.image_size, d.frames_per_clip, d.max_clips)
-            if len(train) == 0:
-                raise DataError(f"{d.root}: no clips with frames and an emotion in {d.emotions} for subjects "
-                                f"{', '.join(train_s)}; the emotion classifier needs a dataset with face crops")
-            val = EmotionFrameDataset(d.root, val_s, d.emotions, m.image_size, d.frames_per_clip) if val_s else None
-            self._datasets = (train, val)
-            self.subjects = {"train": train_s, "val": val_s}
-        return self._datasets
+    def inputs(self, batch):
+        return batch["image"].float().unsqueeze(1) / 255.0
 
-    def build_modules(self):
-        return {"classifier": build_model("emotion", self.cfg.model, num_classes=len(self.cfg.data.emotions))}
-
-    def on_start(self, ctx, log) -> None:
-        train, val = self.build_datasets()
-        counts = np.bincount(train.labels.numpy(), minlength=len(train.emotions))
-        log(f"emotion data: {len(train)} train frames ({len(self.subjects['train'])} subjects), "
-            f"{len(val) if val else 0} val frames ({len(self.subjects['val'])} subjects); per class "
-            + ", ".join(f"{e}={c}" for e, c in zip(train.emotions, counts)))
-
-    def train_step(self, batch, ctx):
-        x = batch["image"].float().unsqueeze(1) / 255.0
-        x = augment_batch(x, self.cfg.augment)
-        with ctx.autocast():
-            logits = ctx.models["classifier"](x)
-        loss = F.cross_entropy(logits.float(), batch["label"])
-        ctx.step("classifier", loss)
-        acc = (logits.argmax(1) == batch["label"]).float().mean()
-        return {"ce": float(loss.detach()), "acc": float(acc)}
-
-    @torch.no_grad()
-    def validate_step(self, batch, ctx):
-        logits = ctx.raw["classifier"](batch["image"].float().unsqueeze(1) / 255.0)
-        return {"ce": float(F.cross_entropy(logits, batch["label"])),
-                "acc": float((logits.argmax(1) == batch["label"]).float().mean())}
+    def augment(self, x):
+        return augment_batch(x, self.cfg.augment)
 
     def metadata(self) -> dict:
-        return {"emotions": list(self.cfg.data.emotions), "image_size": self.cfg.model.image_size,
-                "subjects": getattr(self, "subjects", {})}
+        return {**super().metadata(), "image_size": self.cfg.model.image_size}

@@ -15,10 +15,11 @@ neck/shoulder region below the chin are probable foreground; the rest of the cro
 background; OpenCV's GrabCut (Rother et al. 2004) refines that into a mask, which is cleaned (the
 component holding the face, holes filled) and feathered into a soft alpha.
 
-The training background colour is read from the texture checkpoint's metadata key ``background_rgb``
-when present; otherwise it is estimated from the training data's subject reference crops when that
-folder still exists; otherwise :data:`DEFAULT_BACKGROUND_RGB` (MEAD's dark green backdrop, approximately)
-is used (:func:`training_background`).
+The training background colour travels with the data, never read from a training folder at run time:
+preprocessing records it in the dataset manifest (:func:`estimate_background_from_references` on the
+subject reference crops), training copies it into the texture checkpoint's metadata (``background_rgb``),
+and inference takes it from there (:func:`emotalk.inference.renderers.training_background`; without it,
+:data:`DEFAULT_BACKGROUND_RGB`, MEAD's dark green backdrop, approximately).
 """
 from __future__ import annotations
 
@@ -174,18 +175,6 @@ def restore_background(generated: np.ndarray, original: np.ndarray, alpha: np.nd
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def _valid_rgb(v) -> tuple[int, int, int] | None:
-    try:
-        t = tuple(float(x) for x in v)
-    except (TypeError, ValueError):
-        return None
-    if len(t) != 3 or not all(np.isfinite(t)):
-        return None
-    if max(t) <= 1.0 and min(t) >= 0.0 and any(0 < x < 1 for x in t):  # [0, 1] floats
-        t = tuple(x * 255.0 for x in t)
-    return tuple(int(round(min(max(x, 0.0), 255.0))) for x in t)
-
-
 def estimate_background_from_references(root: str | Path, max_subjects: int = 8) -> tuple[int, int, int] | None:
     """Median colour of the top corners of the subject reference crops under ``root/subjects`` (the
     backdrop of the training data), or None when there are none."""
@@ -206,16 +195,3 @@ def estimate_background_from_references(root: str | Path, max_subjects: int = 8)
     med = np.median(np.concatenate(samples), axis=0)
     return tuple(int(round(v)) for v in med)
 
-
-def training_background(meta: dict | None) -> tuple[tuple[int, int, int], str]:
-    """``(rgb, where it came from)`` for a texture checkpoint's metadata (see the module docstring)."""
-    meta = meta or {}
-    v = _valid_rgb(meta.get("background_rgb")) if meta.get("background_rgb") is not None else None
-    if v is not None:
-        return v, "checkpoint metadata (background_rgb)"
-    root = (meta.get("config") or {}).get("data", {}).get("root") if isinstance(meta.get("config"), dict) else None
-    if root:
-        est = estimate_background_from_references(root)
-        if est is not None:
-            return est, f"estimated from the training references in {root}"
-    return DEFAULT_BACKGROUND_RGB, "default (MEAD dark green)"
