@@ -45,14 +45,16 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complete
 def installed(tmp_path_factory):
     """``SimpleNamespace``-like dict: the venv's bin folder and an empty working folder."""
     base = tmp_path_factory.mktemp("pkg")
-    try:  # this environment's pip and setuptools build the wheel (offline: no build isolation)
-        import pip  # noqa: F401
-        import setuptools
-    except ImportError as e:
-        pytest.skip(f"building offline needs pip and setuptools in this environment ({e})")
-    has_bdist_wheel = tuple(int(x) for x in setuptools.__version__.split(".")[:2]) >= (70, 1)
-    if not has_bdist_wheel:
-        pytest.importorskip("wheel", reason="setuptools < 70.1 builds wheels only with the 'wheel' package")
+    # this environment's pip and setuptools build the wheel (offline: no build isolation). Asked in a
+    # subprocess: importing setuptools here, after other tests loaded the stdlib's distutils, trips its
+    # distutils shim (an AssertionError about distutils/core.py)
+    probe = _run([sys.executable, "-c", "import setuptools, importlib.util; assert importlib.util.find_spec('pip'); "
+                  "v = tuple(int(x) for x in setuptools.__version__.split('.')[:2]); "
+                  "print(v >= (70, 1) or importlib.util.find_spec('wheel') is not None)"], cwd=base)
+    if probe.returncode != 0:
+        pytest.skip(f"building offline needs pip and setuptools in this environment ({probe.stderr[-300:]})")
+    if probe.stdout.strip() != "True":
+        pytest.skip("setuptools < 70.1 builds wheels only with the 'wheel' package")
     src = _copy_source(base / "src")
     venv = base / "venv"
     made = _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=base)
