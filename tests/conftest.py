@@ -32,6 +32,12 @@ def one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
+def _user_home(tmp_path_factory, monkeypatch):
+    """Keep the user-level record of the demo's models (``$EMOTALK_HOME/latest``) out of the real home."""
+    monkeypatch.setenv("EMOTALK_HOME", str(tmp_path_factory.mktemp("emotalk_home")))
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     np.random.seed(0)
     torch.manual_seed(0)
