@@ -28,8 +28,11 @@ def test_one_emotion_at_a_level_is_two_one_hots(emotion, level):
 def test_paper_vocabulary_and_two_levels():
     v = emotion_vector("sad", 2, vocab=PAPER_EMOTIONS, levels=2)
     np.testing.assert_array_equal(v, [0, 0, 1, 0, 0, 0, 0, 1])
-    with pytest.raises(InputError, match="neutral"):  # not in this vocabulary: the message lists it
-        emotion_vector("neutral", 1, vocab=PAPER_EMOTIONS, levels=2)
+    with pytest.raises(InputError, match="disgusted"):  # not in this vocabulary: the message lists the choices
+        emotion_vector("contempt", 1, vocab=PAPER_EMOTIONS, levels=2)
+    # neutral is no class of the paper's vocabulary, but the all-zero emotion part (Tables 4 and 5)
+    np.testing.assert_array_equal(emotion_vector("neutral", 1, vocab=PAPER_EMOTIONS, levels=2),
+                                  [0, 0, 0, 0, 0, 0, 1, 0])
 
 
 def test_aliases_and_case_name_the_same_emotion():

@@ -1,15 +1,40 @@
 """`emotalk evaluate` end to end on mead-mini with a tiny checkpoint: tables with ours, baselines, paper."""
 import json
+import os
+from pathlib import Path
+
+import pytest
 
 from emotalk.cli.main import main
+
+
+def with_second_neutral(processed: Path, dest: Path, subject: str) -> Path:
+    """A view of ``processed`` (symlinks) where ``subject`` has a second neutral clip: the tiny mead-mini has
+    one neutral clip per subject, and it is the subject's neutral reference, which evaluation never scores.
+    The copy is the same take under another clip id -- mechanics only (Table 5 rows exist), not a protocol."""
+    from emotalk.data.io.clip import load_clip, save_clip
+
+    (dest / "clips" / subject).mkdir(parents=True)
+    for entry in ("manifest.json", "subjects"):
+        os.symlink(processed / entry, dest / entry)
+    for sub in (processed / "clips").iterdir():
+        if sub.name != subject:
+            os.symlink(sub, dest / "clips" / sub.name)
+    for clip in (processed / "clips" / subject).glob("*.npz"):
+        os.symlink(clip, dest / "clips" / subject / clip.name)
+    ref = load_clip(processed / "clips" / subject / "neutral_level1_001.npz")
+    ref.clip_id = "neutral_level1_002"
+    save_clip(ref, dest / "clips" / subject / "neutral_level1_002.npz")
+    return dest
 
 
 def test_evaluate_command_writes_the_tables(tiny_checkpoints, tiny_mini_data, tmp_path, capsys):
     mini = json.loads((tiny_mini_data.raw / "mini.json").read_text())
     test_subjects = mini["splits"]["test"]
+    root = with_second_neutral(tiny_mini_data.processed, tmp_path / "data", test_subjects[0])
     out = tmp_path / "eval"
     code = main(["evaluate", "--config", "eval/mead-mini", f"checkpoints={tiny_checkpoints}",
-                 f"data.root={tiny_mini_data.processed}", f"data.subjects=[{', '.join(test_subjects)}]",
+                 f"data.root={root}", f"data.subjects=[{', '.join(test_subjects)}]",
                  "data.emotions=[neutral, surprised]", f"out_dir={out}", "progress=false",
                  "metric_names=[psnr, ssim, m_ld, f_lvd, csim_dlib, av_sync_conf]",
                  "methods=[{name: Ours, finetune_steps: 1, tables: [table2, table4, table5], paper_row: full},"
@@ -32,6 +57,10 @@ def test_evaluate_command_writes_the_tables(tiny_checkpoints, tiny_mini_data, tm
     gt = results["Ground truth"]
     assert gt["PSNR"] == float("inf") and gt["SSIM"] == 1.0 and gt["M-LD"] == 0.0 and gt["F-LVD"] == 0.0
     assert "| Ground truth | ∞ | 1 |" in md2
+    card = json.loads((out / "results.json").read_text())["protocol"]
+    assert card["test_subjects"] == test_subjects and card["smoothing"] == ["none"] and not card["seen_subjects"]
+    assert card["neutral_reference_clips_excluded"] == [f"{test_subjects[0]}/neutral_level1_001"]
+    assert md2.splitlines()[2].startswith("Protocol: **custom** | split: none (data.subjects)")
 
 
 def test_evaluate_leaves_its_config_alone_and_repeats_exactly(tiny_mini_data, tmp_path):
@@ -43,8 +72,9 @@ def test_evaluate_leaves_its_config_alone_and_repeats_exactly(tiny_mini_data, tm
     from emotalk.eval.evaluate import EvalConfig, evaluate
 
     mini = json.loads((tiny_mini_data.raw / "mini.json").read_text())
+    root = with_second_neutral(tiny_mini_data.processed, tmp_path / "data", mini["splits"]["test"][0])
     cfg = load_config("eval/mead-mini", schema=EvalConfig, overrides=[
-        f"data.root={tiny_mini_data.processed}", f"data.subjects=[{mini['splits']['test'][0]}]",
+        f"data.root={root}", f"data.subjects=[{mini['splits']['test'][0]}]",
         "data.emotions=[neutral]", "data.clips_per_subject=1", f"out_dir={tmp_path / 'eval'}", "progress=false",
         "metric_names=[psnr, m_ld]",
         "methods=[{name: Static neutral photo, renderer: static, tables: [table2, table5]},"
@@ -58,3 +88,46 @@ def test_evaluate_leaves_its_config_alone_and_repeats_exactly(tiny_mini_data, tm
     assert second["tables"] == first["tables"]
     assert "| Static neutral photo [neutral] |" in second["tables"]["table5"]
     assert first["results"]["Ground truth"]["M-LD"] == 0.0
+
+
+PAPER_VOCAB = "[happy, angry, sad, surprised, fear, disgusted]"
+
+
+@pytest.mark.slow
+def test_paper_vocabulary_end_to_end_and_seen_subjects(tiny_mini_data, tmp_path, capsys, one_torch_thread):
+    """G_L and G_T trained with the paper's six emotions x two levels (a few steps: mechanics) and evaluated:
+    a training subject is refused before anything is generated, and scored only with allow_seen_subjects,
+    which marks the tables; the neutral clip (all-zero emotion part) fills Table 5."""
+    from emotalk.train.tasks import train_from_config
+
+    ckpts = tmp_path / "checkpoints"
+    common = [f"data.root={tiny_mini_data.processed}", f"model.emotions={PAPER_VOCAB}", "model.intensity_levels=2",
+              "train.progress=false", "train.tensorboard=false", "train.val_batches=1"]
+    train_from_config("landmark/tiny", common + [f"train.run_dir={ckpts / 'landmark'}", "train.steps=4",
+                                                 "train.ckpt_every=4", "train.val_every=4", "loss.lambda_gan=0"])
+    train_from_config("texture/tiny", common + [f"train.run_dir={ckpts / 'texture'}", "model.image_size=64",
+                                                "train.steps=2", "train.ckpt_every=2", "train.val_every=2",
+                                                "train.batch_size=4", "loss.lambda_adv=0", "data.val_max_frames=4"])
+    meta = json.loads(next((ckpts / "landmark" / "checkpoints").glob("*.json")).read_text())
+    assert meta["subjects"] == {"train": ["W001", "W002"], "val": ["W003"]}  # recorded for the leak guard
+    root = with_second_neutral(tiny_mini_data.processed, tmp_path / "data", "W003")
+    argv = ["evaluate", "--config", "eval/mead-mini", f"checkpoints={ckpts}", f"data.root={root}",
+            "data.subjects=[W001, W003]", "data.emotions=[neutral, happy]", "data.clips_per_subject=1",
+            "progress=false", "metric_names=[psnr]", "grid.enabled=false",
+            "methods=[{name: Ours, finetune_steps: 0, tables: [table2, table5], paper_row: full}]"]
+    # W001 trained G_L and G_T: refused before anything is generated, in one line naming it and the checkpoint
+    assert main(argv + [f"out_dir={tmp_path / 'refused'}"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "W001" in err[0] and "W003" not in err[0] and str(ckpts / "landmark") in err[0]
+    out = tmp_path / "seen"
+    assert main(argv + [f"out_dir={out}", "allow_seen_subjects=true"]) == 0, capsys.readouterr().err
+    summary = json.loads((out / "results.json").read_text())
+    assert all(subjects == ["W001"] for subjects in summary["seen_subjects"].values())
+    assert len(summary["seen_subjects"]) == 2  # G_L and G_T
+    assert "[SEEN SUBJECTS]" in (out / "table2.md").read_text() and "[SEEN SUBJECTS]" in (out / "table5.md").read_text()
+    assert summary["protocol"]["vocabulary"] == [{"emotions": PAPER_VOCAB.strip("[]").split(", "),
+                                                  "intensity_levels": 2}]
+    clips = [f"{Path(c).parent.name}/{Path(c).stem}" for c in summary["clips"]]
+    assert clips == ["W001/happy_level3_001", "W003/neutral_level1_002"]  # never a subject's reference clip
+    assert "| Ours [neutral] |" in (out / "table5.md").read_text()  # neutral = the all-zero emotion part
+    assert summary["results"]["Ours"]["PSNR"] > 5

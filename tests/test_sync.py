@@ -197,3 +197,19 @@ def test_resampling_to_25_fps_keeps_duration():
     idx = lse.resample_indices(60, 30.0)
     assert len(idx) == 50 and idx[0] == 0 and idx[-1] <= 59
     assert list(lse.resample_indices(7, 25.0)) == list(range(7))
+
+
+def test_resampling_to_25_fps_picks_the_frames_ffmpeg_r25_keeps():
+    """syncnet_python converts every video with ``ffmpeg ... -r 25``; our frame choice is ffmpeg's."""
+    import subprocess
+
+    from emotalk.data.io.media import ffmpeg_exe
+
+    n = 45
+    frames = np.repeat((np.arange(n) * 5).astype(np.uint8)[:, None, None], 8 * 8, 1).reshape(n, 8, 8)
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "gray", "-s", "8x8", "-r", "30",
+                          "-i", "-", "-r", "25", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                         input=frames.tobytes(), capture_output=True, check=True).stdout
+    kept = np.frombuffer(out, np.uint8).reshape(-1, 8, 8)[:, 0, 0] // 5
+    assert list(lse.ffmpeg_indices(n, 30.0)) == list(kept)
+    assert 12 not in kept and len(kept) >= n * 25 // 30  # ffmpeg drops frames (here every 6th after the start)

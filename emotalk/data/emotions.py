@@ -4,6 +4,17 @@ The control vector is ``[emotion weights (len(vocab)) | intensity weights (level
 at an integer level this is the concatenation of two one-hot vectors, exactly the paper's input. Beyond
 the paper, a *blend* (``happy:0.7,surprised:0.3``) puts its normalised weights on several emotions, and a
 *continuous* intensity (e.g. 2.5) splits linearly between the two neighbouring levels.
+
+Two vocabularies ship (``configs/*/mead.yaml`` and ``mead-8x3.yaml``):
+
+* the paper's (§3.1): six emotions (:data:`PAPER_EMOTIONS`) at two levels, low and high
+  (:data:`PAPER_INTENSITY_LEVELS`). Neutral is not one of its emotions; it is the control vector with an
+  all-zero emotion part at level 1 (:func:`emotion_vector` builds it for ``"neutral"``), so neutral clips
+  still train G_L and G_T and Tables 4 and 5 (the neutral rows) work;
+* MEAD's own: 8 classes (:data:`EMOTIONS`, neutral included) at 3 levels.
+
+Datasets record the source's level (MEAD ``level_1..3``, CREMA-D LO/MD/HI -> 1..3, RAVDESS normal/strong
+-> 2/3); :func:`control_level` is the one place that maps it onto a model's levels (see there).
 """
 from __future__ import annotations
 
@@ -19,6 +30,12 @@ EMOTIONS: tuple[str, ...] = ("neutral", "angry", "contempt", "disgusted", "fear"
 #: The paper's G_L setting: six emotions at two levels (a config choice).
 PAPER_EMOTIONS: tuple[str, ...] = ("happy", "angry", "sad", "surprised", "fear", "disgusted")
 INTENSITY_LEVELS = 3
+#: The paper's two intensity levels: 1 = low, 2 = high.
+PAPER_INTENSITY_LEVELS = 2
+#: Source level (MEAD level_1 weak, level_2 medium, level_3 strong) -> the paper's two levels. Medium goes
+#: with weak: "high" is then MEAD's strongest, exaggerated take only, and RAVDESS's normal / strong (our
+#: levels 2 / 3) land on low / high as that dataset names them. CREMA-D: LO, MD, XX -> low, HI -> high.
+THREE_TO_TWO_LEVELS: dict[int, int] = {1: 1, 2: 1, 3: 2}
 
 ALIASES = {"anger": "angry", "disgust": "disgusted", "fearful": "fear", "surprise": "surprised",
            "happiness": "happy", "sadness": "sad", "calm": "neutral"}
@@ -86,13 +103,41 @@ def intensity_weights(intensity: float, levels: int = INTENSITY_LEVELS) -> np.nd
     return w
 
 
+def control_level(level: int, levels: int) -> int:
+    """A dataset's recorded intensity level (1..3) as a model's level (1..``levels``): the one mapping.
+
+    ``levels >= 3`` keeps the level (clamped); ``levels == 2`` (the paper) applies
+    :data:`THREE_TO_TWO_LEVELS`; ``levels == 1`` has a single level.
+    """
+    lv = max(1, int(level))
+    if levels == PAPER_INTENSITY_LEVELS:
+        return THREE_TO_TWO_LEVELS[min(lv, 3)]
+    return min(lv, int(levels))
+
+
+def trains_on(emotion: str, vocab: Sequence[str]) -> bool:
+    """Whether a clip labelled ``emotion`` is a training sample for a model with vocabulary ``vocab``:
+    its emotions, plus neutral always (the all-zero emotion part when the vocabulary has no neutral)."""
+    return emotion in vocab or emotion == "neutral"
+
+
+def parse_control(spec: str | Mapping[str, float], vocab: Sequence[str] = EMOTIONS) -> dict[str, float]:
+    """:func:`parse_emotion` for a model's control vector: ``neutral`` is accepted in every vocabulary (in one
+    without it, such as the paper's six emotions, neutral is the all-zero emotion part)."""
+    return parse_emotion(spec, list(vocab) if "neutral" in vocab else [*vocab, "neutral"])
+
+
 def emotion_vector(emotion: str | Mapping[str, float], intensity: float = 1,
                    vocab: Sequence[str] = EMOTIONS, levels: int = INTENSITY_LEVELS) -> np.ndarray:
-    """The control vector ``(len(vocab) + levels,)`` float32."""
-    weights = parse_emotion(emotion, vocab)
+    """The control vector ``(len(vocab) + levels,)`` float32.
+
+    In a vocabulary without neutral (the paper's six emotions) ``"neutral"`` is accepted and contributes
+    an all-zero emotion part (a blend ``neutral:0.5,happy:0.5`` gives happy half its weight)."""
+    weights = parse_control(emotion, vocab)
     e = np.zeros(len(vocab), dtype=np.float32)
     for k, w in weights.items():
-        e[list(vocab).index(k)] = w
+        if k in vocab:
+            e[list(vocab).index(k)] = w
     return np.concatenate([e, intensity_weights(intensity, levels)])
 
 

@@ -22,6 +22,7 @@ Kinds and the checkpoint module each one lives under::
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from emotalk.config import from_dict, plain
-from emotalk.data.io.checkpoint import load_checkpoint, module_state, save_checkpoint
+from emotalk.data.io.checkpoint import (check_config_fits_weights, load_checkpoint, module_state,
+                                      resolve_checkpoint, save_checkpoint)
 from emotalk.errors import CheckpointError, ConfigError, MissingWeightsError
 from emotalk.models.emotion_classifier import EmotionCNN, EmotionModelConfig
 from emotalk.models.landmark_emotion import LandmarkEmotionMLP, LandmarkEmotionModelConfig
@@ -205,6 +207,17 @@ def _emotion_classes(meta: CheckpointMeta) -> tuple[str, ...]:
     return classes
 
 
+def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
+    """A checkpoint's metadata only (run folder, checkpoints folder or file; no weights read): what the
+    evaluation's leak guard needs (``train_subjects`` / ``val_subjects`` recorded by every training task)."""
+    json_path = resolve_checkpoint(path)
+    try:
+        raw = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{json_path}: corrupt checkpoint metadata ({e}); use another checkpoint") from None
+    return CheckpointMeta.from_json(raw, json_path)
+
+
 def load_model(path: str | Path, kind: str, device: str | torch.device = "cpu") -> LoadedModel:
     """Resolve and read a ``kind`` checkpoint, rebuild its network with :func:`build_model` and load the
     weights strictly. A checkpoint of another kind, a damaged file or a config that no longer builds
@@ -212,6 +225,7 @@ def load_model(path: str | Path, kind: str, device: str | torch.device = "cpu") 
     _, module_name = _check_kind(kind)
     tensors, raw = load_checkpoint(path, kind=kind, prefixes=(f"model/{module_name}/",))
     meta = CheckpointMeta.from_json(raw, raw.get("path"))
+    check_config_fits_weights(meta.config.get("model"), tensors, str(meta.path))  # before allocating anything
     model_config = parse_model_config(kind, meta)
     extra = {}
     if kind in ("emotion", "landmark_emotion"):

@@ -30,6 +30,7 @@ from emotalk.data.face.blinks import apply_blink
 from emotalk.errors import ConfigError, DataError
 from emotalk.eval.face_features import detect_faces_video
 from emotalk.eval.feature_store import Feature, Side
+from emotalk.eval.protocol import SMOOTHING_WINDOWS
 from emotalk.eval.sample import VideoSample
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ def grid_samples(pipe: Any, method, clip, reference, cfg: GridConfig, landmark_u
     def driving(emotion: str, level: float) -> np.ndarray:
         e_l = pipe.landmark_emotion(emotion if method.emotional_landmarks else "neutral",
                                     level if method.emotional_landmarks else 1)
-        lm, _ = pipe.animate(pipe.predict_landmarks(feats, e_l, photo.aligned), blink=False)
+        lm, _ = pipe.animate(pipe.predict_landmarks(feats, e_l, photo.aligned), blink=False,
+                             smooth_window=SMOOTHING_WINDOWS[getattr(method, "landmark_smoothing", "none")])
         return np.asarray(lm)[idx]
 
     def texture(emotion: str, level: float) -> np.ndarray:

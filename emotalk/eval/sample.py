@@ -154,6 +154,24 @@ class MetricOptions:
     #: score every k-th frame in the per-frame embedding metrics (FID, FID-dlib, CSIM, CSIM-dlib);
     #: 1 = every frame, as in the paper. The CPU demo uses 4: dlib's embedding costs ~60 ms a frame there
     embedding_stride: int = 1
+    #: SSIM window: gaussian11 = Wang et al. 2004 (11x11 Gaussian, sigma 1.5, population covariances; the
+    #: paper's citation) | uniform7 = scikit-image's default 7x7 uniform window with sample covariances
+    ssim_window: Literal["gaussian11", "uniform7"] = "gaussian11"
+    #: landmark distances (M-LD ... F-LVD) in pixels of the frames scored (the processed crops: 256x256 for the
+    #: MEAD configs) | pixels256: rescaled to a 256x256 aligned crop whatever the frame size (the field's
+    #: convention; equal to "pixels" at 256x256)
+    landmark_units: Literal["pixels", "pixels256"] = "pixels"
+    #: frame rate SyncNet sees (syncnet_python resamples every video to 25 fps; recorded in the protocol card)
+    lse_fps: float = 25.0
+    #: Emotion-FAN weights (a state dict of emotalk.models.emotion_fan.EmotionFAN, 8 MEAD classes) for
+    #: "emo_acc_fan", the field's Acc_emo; never downloaded
+    emotion_fan_weights: str | None = None
+    #: the output order of those weights' classes (default: MEAD's 8 in alphabetical order)
+    emotion_fan_classes: list[str] = field(default_factory=lambda: [
+        "angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised"])
+    #: weight keys above (e.g. [emotion_fan_weights]) whose files are stand-ins, not the real weights: the
+    #: protocol card says so beside the number
+    stand_in_weights: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -162,6 +180,9 @@ class MetricOptions:
             raise ConfigError("metrics.embedding_stride must be >= 1 (1 = every frame)")
         if self.sync_vshift < 1:
             raise ConfigError("metrics.sync_vshift must be >= 1")
+        if abs(self.lse_fps - 25.0) > 1e-9:
+            raise ConfigError(f"metrics.lse_fps must be 25 (SyncNet is trained on 25 fps video, as syncnet_python "
+                              f"resamples), got {self.lse_fps}")
 
     def torch_device(self) -> torch.device:
         """``metrics.device`` through emotalk's one device selector (ConfigError naming the key)."""

@@ -29,7 +29,8 @@ class ClassifierDataConfig:
     """The ``data`` section both classifiers share (subclasses add their own fields)."""
 
     root: str = "data/processed/mead"
-    train_subjects: list[str] = field(default_factory=list)  # empty: all but the validation subjects
+    split: str = ""  # a named split (configs/splits/, e.g. mead-field) | auto | "" with explicit lists
+    train_subjects: list[str] = field(default_factory=list)  # with split "": explicit lists
     val_subjects: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
     emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))  # the classes, in order
@@ -78,7 +79,7 @@ class ClassifierTask(Task):
         if self._datasets is None:
             d = self.cfg.data
             train_s, val_s = split_subjects(dataset_subjects(d.root), d.train_subjects, d.val_subjects,
-                                            d.val_fraction)
+                                            d.val_fraction, split=d.split, root=d.root)
             train = self.make_dataset(train_s, self.emotions, True)
             if len(train) == 0:
                 raise DataError(f"{d.root}: no clips with an emotion in {self.emotions} for subjects "
@@ -105,7 +106,7 @@ class ClassifierTask(Task):
             logits = ctx.models["classifier"](x)
         loss = F.cross_entropy(logits.float(), batch["label"])
         ctx.step("classifier", loss)
-        return {"ce": float(loss.detach()), "acc": float((logits.argmax(1) == batch["label"]).float().mean())}
+        return ctx.log_values({"ce": loss, "acc": (logits.argmax(1) == batch["label"]).float().mean()})
 
     @torch.no_grad()
     def validate_step(self, batch, ctx):

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emotalk.data.io.clip import Clip, DatasetManifest, list_clips, load_clip
-from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, emotion_vector
+from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, control_level, emotion_vector, trains_on
 from emotalk.models.face_graph import canonical_template
 from emotalk.errors import DataError
 
@@ -56,11 +56,11 @@ class LandmarkFrameDataset(Dataset):
         audio, emo, neutral, target, index = [], [], [], [], []
         dims = set()
         for ci, c in enumerate(clips):
-            if c.emotion not in emotions:
-                continue  # e.g. the paper's 6-emotion setting skips neutral/contempt clips
+            if not trains_on(c.emotion, emotions):
+                continue  # e.g. the paper's 6-emotion setting skips contempt clips (neutral: zero emotion part)
             dims.add(c.audio_features.shape[1:])
             x = template if graph_input == "template" else c.neutral_landmarks
-            level = min(max(int(c.intensity), 1), intensity_levels)
+            level = control_level(c.intensity, intensity_levels)
             vec = emotion_vector(c.emotion, level, emotions, intensity_levels)
             audio.append(c.audio_features.astype(np.float32))
             emo.append(np.repeat(vec[None], c.num_frames, 0))

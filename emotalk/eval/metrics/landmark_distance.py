@@ -12,8 +12,12 @@ global shift of the face does not count.
 
 F-LVD uses all 68 points (one public implementation evaluates mouth points there by mistake).
 Frames where dlib finds no face on either side are skipped (counted in ``details``). The dataset value is
-the mean over all frames (pairs) of all videos, as the reference meters accumulate it. Distances are in
-pixels of the frames given, so compare numbers only at the same frame size.
+the mean over all frames (pairs) of all videos, as the reference meters accumulate it.
+
+Units (``metrics.landmark_units``): ``pixels`` (default) = pixels of the frames scored, i.e. the processed
+dataset's similarity-aligned face crops (256x256 with the MEAD configs, smaller in the CPU configs), so
+compare numbers only at the same frame size; ``pixels256`` = the same distances rescaled to a 256x256
+aligned crop (``x 256 / frame width``), the field's convention, comparable across frame sizes.
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ def _pooled(samples: Sequence[VideoSample], opts: MetricOptions, fn, points, dis
     for i, s in enumerate(samples):
         gen = sample_landmarks(s, Side.GENERATED, opts)
         gt = sample_landmarks(s, Side.GROUND_TRUTH, opts)
-        v = fn(gen, gt, points)
+        v = fn(gen, gt, points) * unit_scale(s, opts.landmark_units)
         ok = np.isfinite(v)
         skipped += int((~ok).sum())
         values.append(v[ok])
@@ -62,7 +66,12 @@ def _pooled(samples: Sequence[VideoSample], opts: MetricOptions, fn, points, dis
     allv = np.concatenate(values) if values else np.zeros(0)
     value = float(allv.mean()) if allv.size else float("nan")
     return MetricResult(display, value, {"per_video": per_video, "frames": int(allv.size),
-                                         "skipped_frames": skipped})
+                                         "skipped_frames": skipped, "units": opts.landmark_units})
+
+
+def unit_scale(sample: VideoSample, units: str) -> float:
+    """Factor from the sample's frame pixels to ``units`` (``pixels``: 1; ``pixels256``: 256 / width)."""
+    return 256.0 / float(sample.generated.shape[2]) if units == "pixels256" else 1.0
 
 
 _NEEDS = ("generated", "ground_truth")

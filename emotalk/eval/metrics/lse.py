@@ -2,7 +2,8 @@
 ``syncnet_v2.model`` from ``metrics.syncnet_weights``), following ``joonson/syncnet_python``
 (``run_pipeline.py`` + ``SyncNetInstance.evaluate``) step by step:
 
-1. video resampled to 25 fps, audio to 16 kHz;
+1. video resampled to 25 fps with the frames ``ffmpeg -r 25`` keeps (:func:`ffmpeg_indices`: syncnet_python
+   converts every video that way), audio to 16 kHz;
 2. a face box per frame (here dlib's detector instead of S3FD; missing frames interpolated), the box centre
    and half-size median-filtered over 13 frames, a square crop of 2.8 half-sizes reaching down past the
    chin (``crop_scale`` 0.4, padding value 110), resized to 224x224, BGR, raw 0..255;
@@ -21,12 +22,14 @@ movement for the sound at frame ``t`` appears at frame ``t + k``); 0 is in sync.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from emotalk.data.io.media import ffmpeg_exe
 from emotalk.errors import DataError
 from emotalk.eval.audio import audio_as_float, audio_as_int16_scale, mfcc, resample_audio
 from emotalk.eval.detectors import SYNCNET_FILE, get_feature_detector
@@ -45,11 +48,39 @@ CROP_SIZE = 224
 # --- video ------------------------------------------------------------------------------------------------
 
 def resample_indices(num_frames: int, fps: float, target: float = SYNCNET_FPS) -> np.ndarray:
-    """Frame indices of a ``num_frames`` video at ``fps`` shown at ``target`` fps (nearest frame)."""
+    """Frame indices of a ``num_frames`` video at ``fps`` shown at ``target`` fps (nearest frame in time).
+    An approximation of what ffmpeg does; :func:`ffmpeg_indices` is ffmpeg's own choice."""
     if abs(fps - target) < 1e-6:
         return np.arange(num_frames)
     n_out = int(math.floor(num_frames * target / fps + 1e-6))
     return np.clip(np.round(np.arange(n_out) * fps / target).astype(int), 0, num_frames - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _ffmpeg_indices(num_frames: int, fps: float, target: float) -> tuple[int, ...]:
+    import subprocess
+
+    # frame k carries its own index in two grey pixels (high, low byte); rawvideo in and out is lossless
+    ids = np.arange(num_frames)
+    frames = np.stack([ids >> 8, ids & 255], 1).astype(np.uint8)
+    cmd = [ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "gray", "-s", "2x1", "-r", repr(float(fps)),
+           "-i", "-", "-r", repr(float(target)), "-f", "rawvideo", "-pix_fmt", "gray", "-"]
+    try:
+        out = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, check=True, timeout=60).stdout
+    except (subprocess.SubprocessError, OSError) as e:
+        raise DataError(f"ffmpeg could not resample a {fps:g} fps video to {target:g} fps for SyncNet ({e})") from None
+    got = np.frombuffer(out, np.uint8).reshape(-1, 2).astype(int)
+    return tuple(int(i) for i in np.minimum(got[:, 0] * 256 + got[:, 1], num_frames - 1))
+
+
+def ffmpeg_indices(num_frames: int, fps: float, target: float = SYNCNET_FPS) -> np.ndarray:
+    """The frames ``ffmpeg -i VIDEO -r 25 ...`` keeps of a ``num_frames`` video at ``fps`` (drops, duplicates
+    and the length as the installed ffmpeg decides): syncnet_python's ``run_pipeline.py`` converts every
+    video with exactly that option, so SyncNet here sees the same frames. Computed once per (length, fps)
+    by running ffmpeg on a tiny video whose frames carry their own index."""
+    if abs(fps - target) < 1e-6:
+        return np.arange(num_frames)
+    return np.asarray(_ffmpeg_indices(int(num_frames), float(fps), float(target)), dtype=int)
 
 
 def interpolate_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -146,7 +177,7 @@ def syncnet_scores(model, crops_bgr: np.ndarray, audio16k: np.ndarray, vshift: i
 def _sample_syncnet(sample: VideoSample, opts: MetricOptions) -> dict:
     def compute() -> dict:
         model = load_syncnet(opts)
-        idx = resample_indices(sample.num_frames, sample.fps)
+        idx = ffmpeg_indices(sample.num_frames, sample.fps)
         boxes = sample_boxes(sample, Side.GENERATED, opts)[idx]
         try:
             crops = syncnet_crops(sample.generated[idx], boxes)
