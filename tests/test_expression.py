@@ -16,7 +16,8 @@ from emotalk.eval.emotion_grid import GridConfig, grid_samples
 from emotalk.eval.face_features import detect_landmarks
 from emotalk.eval.feature_store import Feature, Side
 from emotalk.eval.metrics import MetricOptions, VideoSample, compute_metric, compute_metrics
-from emotalk.eval.metrics.expression import REGIONS, eye_aperture, separation, transfer_gain
+from emotalk.eval.metrics.expression import (EYE_POLYGONS, INNER_LIPS, REGIONS, eye_aperture, polygon_mask,
+                                             separation, transfer_gain)
 
 BROWS = list(REGIONS["brows"])
 
@@ -124,6 +125,60 @@ def test_blink_visibility_closed_eyes_versus_a_renderer_that_ignores_the_blink(f
     assert ignored > 0.9
 
 
+def _painted_eyes(lm: np.ndarray, cover: float) -> np.ndarray:
+    """A 256x256 'face' of uniform skin whose eye polygons are dark, the left ``cover`` share of each eye's
+    width painted over with skin (0: open eye, 1: all skin)."""
+    img = np.full((256, 256, 3), (200, 160, 140), np.uint8)
+    for poly in EYE_POLYGONS:
+        eye = polygon_mask(img.shape[:2], lm[list(poly)])
+        cols = np.nonzero(eye.any(axis=0))[0]
+        cut = cols[0] + cover * (cols[-1] + 1 - cols[0])
+        img[eye & (np.arange(256)[None, :] >= cut)] = (30, 30, 40)
+    return img
+
+
+def test_blink_pixels_known_answers(face):
+    lm = face.lm
+    closed = apply_blink(lm[None], np.ones(1))[0]
+
+    def blink(cover: float) -> float:
+        s = VideoSample(generated=np.stack([_painted_eyes(lm, 0.0), _painted_eyes(lm, cover)]), emotion="neutral",
+                        driving_landmarks=np.stack([lm, closed]), blink=np.array([0.0, 1.0]), name="b")
+        return compute_metric("blink_pixels", [s]).value
+
+    assert blink(1.0) == pytest.approx(0.0, abs=1e-9)  # skin everywhere the open eye was
+    assert blink(0.0) == pytest.approx(1.0)  # the renderer ignored the blink
+    assert blink(0.5) == pytest.approx(0.5, abs=0.1)  # half the eye area still dark
+    # on real pixels (an eye 6 px tall, with a dark lid crease): the warp of the closed-eye landmarks hides
+    # much of the eye (measured 0.59), the unchanged photo none of it
+    open_frame = face.warper.warp(lm)
+
+    def real(shut_frame: np.ndarray) -> float:
+        s = VideoSample(generated=np.stack([open_frame, shut_frame]), emotion="neutral",
+                        driving_landmarks=np.stack([lm, closed]), blink=np.array([0.0, 1.0]), name="r")
+        return compute_metric("blink_pixels", [s]).value
+
+    assert real(face.warper.warp(closed)) < 0.7 and real(open_frame) == pytest.approx(1.0)
+
+
+def test_mouth_psnr_known_answer_inside_the_inner_lips_only(face):
+    lm = face.lm.copy()
+    lm[[65, 66, 67], 1] += 12.0  # the real mouth opens 12 px
+    gt = np.full((2, 256, 256, 3), 120, np.uint8)
+    inside = polygon_mask((256, 256), lm[list(INNER_LIPS)])
+    gt[:, inside] = 20  # a dark cavity in the real frames
+    gen = gt.copy()
+    gen[:, ~inside] = 250  # differences outside the mouth do not count ...
+    gen[0, inside] = 30  # ... an error of 10 grey levels inside does: PSNR = 20 log10(255 / 10)
+    closed = face.lm.copy()  # a frame whose real mouth is closed is left out
+    closed[[67, 66, 65], :] = closed[[61, 62, 63], :]
+    s = VideoSample(generated=gen, ground_truth=gt, ground_truth_landmarks=np.stack([lm, closed]), name="m")
+    res = compute_metric("mouth_psnr", [s])
+    assert res.value == pytest.approx(20 * np.log10(255 / 10), abs=1e-6) and res.details["open_frames"] == 1
+    gen[0, inside] = 20
+    assert compute_metric("mouth_psnr", [s]).value == float("inf")
+
+
 class _WarpPipeline:
     """A stand-in for the inference pipeline: G_L raises the brows by ``3 px x level`` for 'surprised',
     and the renderer warps the photo exactly to the driving landmarks (the warp renderer)."""
@@ -150,7 +205,7 @@ class _WarpPipeline:
         out[:, 62:67:4, 1] += np.sin(np.arange(len(feats)))[:, None]  # speech: the lips move
         return out
 
-    def animate(self, lm, blink=False):
+    def animate(self, lm, blink=False, **smoothing):
         return lm, np.zeros(len(lm))
 
     def make_renderer(self, photo, renderer, emotion, intensity, finetune_steps):

@@ -14,9 +14,13 @@ from emotalk.train.tasks import train_from_config
 def trained(tmp_path_factory):
     root = make_toy_dataset(tmp_path_factory.mktemp("toy"), subjects=4, frames=40, seed=1)
     run = tmp_path_factory.mktemp("run")
+    # eq. (2) + GAN as in the paper (tiny.yaml's region weights and amplitude term tuned for mead-mini's
+    # 800-step demo budget are switched off): this module checks what G_L's architecture learns from data
     trainer, _ = train_from_config("landmark/tiny", [f"data.root={root}", f"train.run_dir={run}",
                                                      "train.steps=600", "train.progress=false",
-                                                     "data.val_subjects=[T003]"])
+                                                     "data.val_subjects=[T003]",
+                                                     "loss.region_weights={eyes: 1, brows: 1}",  # = eq. (2)
+                                                     "loss.lambda_amplitude=0"])
     return root, trainer
 
 

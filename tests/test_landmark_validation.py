@@ -68,6 +68,36 @@ def test_min_is_the_weakest_cell():
     assert amplitude_report(clips, min_real=0.001)["expr_ratio/min"] == pytest.approx(0.02)
 
 
+def test_every_emotion_region_cell_is_reported():
+    """Issue 12 §3's criterion is per region AND per emotion: each (emotion, region) cell is its own ratio of
+    means over that emotion's clips, with the real amplitude next to it."""
+    def c(emo, level, pred, real):
+        return ClipAmplitude(emo, level, dict(zip(("brows", "eyes", "mouth"), pred)),
+                             dict(zip(("brows", "eyes", "mouth"), real)))
+
+    clips = [c("happy", 1, (0.01, 0.02, 0.03), (0.02, 0.02, 0.03)),
+             c("happy", 3, (0.03, 0.02, 0.09), (0.02, 0.04, 0.09)),
+             c("sad", 3, (0.05, 0.004, 0.02), (0.04, 0.008, 0.04))]
+    rep = amplitude_report(clips)
+    assert rep["expr_ratio/happy/brows"] == pytest.approx(0.04 / 0.04)
+    assert rep["expr_ratio/happy/eyes"] == pytest.approx(0.04 / 0.06)
+    assert rep["expr_ratio/happy/mouth"] == pytest.approx(1.0)
+    assert rep["expr_ratio/sad/brows"] == pytest.approx(1.25)
+    assert rep["expr_ratio/sad/eyes"] == pytest.approx(0.5)
+    assert rep["expr_ratio/sad/mouth"] == pytest.approx(0.5)
+    assert rep["expr_real/happy/eyes"] == pytest.approx(0.03)
+    assert rep["expr_real/sad/eyes"] == pytest.approx(0.008)
+    # the region rows pool the emotions: eyes (0.02 + 0.02 + 0.004) / (0.02 + 0.04 + 0.008)
+    assert rep["expr_ratio/eyes"] == pytest.approx(0.044 / 0.068)
+    # sad's eyes move less than MIN_REAL_AMPLITUDE (0.01): reported, but not the minimum
+    assert rep["expr_ratio/min"] == pytest.approx(0.5)  # sad/mouth
+    assert amplitude_report(clips, min_real=0.001)["expr_ratio/min"] == pytest.approx(0.5)
+    clips[2] = c("sad", 3, (0.05, 0.002, 0.02), (0.04, 0.008, 0.04))
+    assert amplitude_report(clips)["expr_ratio/min"] == pytest.approx(0.5)
+    assert amplitude_report(clips, min_real=0.001)["expr_ratio/min"] == pytest.approx(0.25)
+    assert not any(k.startswith("expr_ratio/happy/expression") for k in rep)
+
+
 def test_monotonic_verdicts():
     def c(emo, level, pred, real):
         return ClipAmplitude(emo, level, {"expression": pred}, {"expression": real})
@@ -172,11 +202,23 @@ def test_training_logs_the_expression_numbers_over_every_held_out_clip(tmp_path)
     from emotalk.data.datasets.toy import make_toy_dataset
     from emotalk.train.tasks import train_from_config
 
+    from emotalk.data.loading import CheckpointMeta, save_model
+    from emotalk.models.landmark_emotion import LandmarkEmotionMLP, LandmarkEmotionModelConfig
+    from emotalk.train.landmark_validation import landmark_emotion_accuracy, predict_clips
+
     root = make_toy_dataset(tmp_path / "toy", subjects=3, frames=12, seed=2)
+    # an (untrained) landmark emotion classifier checkpoint: the wiring, not its accuracy, is under test
+    classes = ("neutral", "happy", "sad", "surprised")
+    torch.manual_seed(0)
+    clf = LandmarkEmotionMLP(len(classes), hidden=16, layers=1)
+    clf_path = save_model(tmp_path / "clf" / "step_1", clf, "landmark_emotion",
+                          LandmarkEmotionModelConfig(hidden=16, layers=1),
+                          CheckpointMeta(kind="landmark_emotion", step=1, config={}, emotions=classes))
     trainer, _ = train_from_config("landmark/tiny", [
         f"data.root={root}", f"train.run_dir={tmp_path / 'run'}", "train.steps=6", "train.val_every=3",
         "train.ckpt_every=6", "train.val_batches=1", "train.batch_size=8", "train.progress=false",
-        "data.val_subjects=[T002]", "validation.expression_frame_stride=2"])
+        "data.val_subjects=[T002]", "validation.expression_frame_stride=2",
+        f"validation.landmark_emotion_classifier={clf_path}"])
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in rows if r["split"] == "val"]
     assert [r["step"] for r in val] == [3, 6]
@@ -193,5 +235,83 @@ def test_training_logs_the_expression_numbers_over_every_held_out_clip(tmp_path)
                                     m.intensity_levels, frame_stride=2)
     assert len({(c.emotion, c.level) for c in clips}) == len(clips) > 2  # every held-out clip, not one batch
     direct = amplitude_report(clips)
-    for key in ("expr_ratio/brows", "expr_ratio/mouth", "expr_ratio/min"):
-        assert last[key] == pytest.approx(direct[key], rel=1e-4), key
+    for key in ("expr_ratio/brows", "expr_ratio/mouth", "expr_ratio/min", "expr_ratio/happy/eyes",
+                "expr_real/surprised/brows"):
+        assert last[key] == pytest.approx(direct[key], rel=1e-4, nan_ok=True), key
+    frames = predict_clips(G, ds.audio, ds.emotion, ds.neutral, ds.target, ds.index, m.emotions,
+                           m.intensity_levels, frame_stride=2)
+    acc = landmark_emotion_accuracy(clf.eval(), classes, frames)
+    for key in ("emo_acc_lm", "emo_acc_lm_real"):
+        assert last[key] == pytest.approx(acc[key]), key
+    # the final numbers travel with the checkpoint and are printed as a table in the run's log
+    meta = json.loads(sorted((tmp_path / "run" / "checkpoints").glob("step_*.json"))[-1].read_text())
+    assert meta["expression_validation"]["step"] == 6
+    assert meta["expression_validation"]["expr_ratio/mouth"] == pytest.approx(direct["expr_ratio/mouth"])
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "expression amplitude ratios at step 6" in log and "Emo-Acc-LM" in log
+
+
+def test_amplitude_loss_known_values_and_finite_gradient_at_rest():
+    from emotalk.models.losses.amplitude_loss import amplitude_loss, region_amplitudes
+
+    neutral = torch.zeros(2, 68, 2)
+    target = neutral.clone()
+    target[:, list(EYES)] = torch.tensor([0.3, 0.4])  # eyes 0.5 from neutral
+    target[:, list(BROWS), 1] = -0.2
+    pred = target.clone()
+    pred[:, list(EYES)] = torch.tensor([0.0, 0.1])  # eyes 0.1 from neutral, brows and mouth exact
+    assert region_amplitudes(target, neutral)[0].tolist() == pytest.approx([0.2, 0.5, 0.0], abs=1e-5)
+    assert float(amplitude_loss(pred, target, neutral)) == pytest.approx(0.4 ** 2, rel=1e-5)
+    # the direction is not its business: eyes moved 0.5 the other way cost nothing
+    assert float(amplitude_loss(-target, target, neutral)) == pytest.approx(0.0, abs=1e-6)
+    # the push is proportional to each point's displacement (RMS): a point at rest stays at rest, the
+    # others are scaled along their own direction -- no movement is invented
+    half = neutral.clone()
+    half[:, list(EYES)[:6]] = torch.tensor([0.15, 0.2])  # half the eye points half-way, the others at rest
+    half.requires_grad_(True)
+    amplitude_loss(half, target, neutral).backward()
+    g = half.grad[0, list(EYES)]
+    assert torch.all(g[6:] == 0)
+    assert torch.allclose(g[:6] / g[:6].norm(dim=-1, keepdim=True), -torch.tensor([0.6, 0.8]).expand(6, 2))
+    rest = neutral.clone().requires_grad_(True)  # G_L starts at δ = 0
+    amplitude_loss(rest, target, neutral).backward()
+    assert torch.isfinite(rest.grad).all()
+    with pytest.raises(ValueError):
+        amplitude_loss(pred[:, :60], target, neutral)
+
+
+class _BrowClassifier(torch.nn.Module):
+    """Stands in for the landmark emotion classifier: brows raised (dy < 0) -> "happy", lowered -> "sad"."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # tells the caller its device
+
+    def forward(self, displacement):
+        dy = displacement[:, list(BROWS), 1].mean(dim=1)
+        return torch.stack([-dy, dy], dim=1) * 100.0
+
+
+def test_emo_acc_lm_on_raw_landmarks_known_answer():
+    from emotalk.train.landmark_validation import ClipFrames, landmark_emotion_accuracy
+
+    neutral = torch.from_numpy(canonical_template()).expand(5, 68, 2)
+
+    def face(dy):
+        f = neutral.clone()
+        f[:, list(BROWS), 1] += dy
+        return f
+
+    up, down = face(-0.05), face(0.05)
+    clips = [ClipFrames("happy", 3, up, up, neutral),  # both right
+             ClipFrames("sad", 3, up, down, neutral),  # G_L raises the brows of a sad clip: wrong
+             ClipFrames("sad", 1, down, down, neutral),  # both right
+             ClipFrames("angry", 3, up, up, neutral)]  # not a class of this classifier: skipped
+    out = landmark_emotion_accuracy(_BrowClassifier(), ["happy", "sad"], clips)
+    assert out == pytest.approx({"emo_acc_lm": 2 / 3, "emo_acc_lm_real": 1.0, "emo_acc_lm_ratio": 2 / 3})
+    # the video vote is the mean softmax over frames: 3 frames barely down, 2 far up -> up wins (a majority
+    # vote would say sad)
+    mixed = torch.cat([face(0.002)[:3], face(-0.05)[:2]])
+    assert landmark_emotion_accuracy(_BrowClassifier(), ["happy", "sad"],
+                                     [ClipFrames("happy", 2, mixed, up, neutral)])["emo_acc_lm"] == 1.0
+    assert landmark_emotion_accuracy(_BrowClassifier(), ["happy", "sad"], clips[3:]) == {}

@@ -180,3 +180,33 @@ def test_backdrop_colour_and_model_settings_travel_in_the_checkpoint(warped_data
     with pytest.warns(UserWarning):
         fit(tiny(root, tmp_path / "new", *short))
     assert load_model(tmp_path / "new", "texture").meta.background_rgb == (12, 34, 56)
+
+
+def test_cosine_lr_schedule_known_values_and_resumable_base_lr():
+    """Warm-up from ~0 to optim.lr, half cosine down to final_fraction x lr at the last step; the configured
+    lr stays in each param group (base_lr) so a resumed optimiser state continues the same curve."""
+    from types import SimpleNamespace
+
+    from emotalk.errors import ConfigError
+    from emotalk.train.texture_task import LRScheduleConfig
+
+    sc = LRScheduleConfig(kind="cosine", warmup_steps=9, final_fraction=0.1)
+    assert sc.factor(0, 110) == pytest.approx(0.1) and sc.factor(8, 110) == pytest.approx(0.9)
+    assert sc.factor(9, 110) == pytest.approx(1.0)  # end of the warm-up: the full lr
+    assert sc.factor(59, 110) == pytest.approx(0.55)  # half way down the cosine: (1 + 0.1) / 2
+    assert sc.factor(109, 110) == pytest.approx(0.1)  # the last step
+    assert LRScheduleConfig().factor(50, 100) == 1.0  # constant: the paper's
+    cfg = load_train_config("texture/tiny", ["lr_schedule.kind=cosine", "lr_schedule.warmup_steps=0",
+                                             "train.steps=11", "optim.lr=1e-3"])
+    task = build_task(cfg)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    ctx = SimpleNamespace(optimizers={"generator": opt}, step_index=5)
+    task._apply_lr_schedule(ctx)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    restored = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    restored.load_state_dict(opt.state_dict())  # resume: base_lr travels with the optimiser state
+    ctx.optimizers, ctx.step_index = {"generator": restored}, 10
+    task._apply_lr_schedule(ctx)
+    assert restored.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.05)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        load_train_config("texture/tiny", ["lr_schedule.final_fraction=2"]).validate()

@@ -8,21 +8,23 @@ import torch
 
 from emotalk.data.datasets.landmark import LandmarkFrameDataset, dataset_subjects, load_clips, manifest_or_none
 from emotalk.data.datasets.splits import split_subjects
-from emotalk.data.loading import build_model
+from emotalk.data.loading import build_model, load_model
 from emotalk.errors import ConfigError
 from emotalk.models.face_graph import MOUTH, adjacency_matrix, mouth_opening
 from emotalk.models.landmark_generator import GraphDiscriminator, LandmarkModelConfig
+from emotalk.models.losses.amplitude_loss import amplitude_loss
 from emotalk.models.losses.lsgan import lsgan_d_loss, lsgan_g_loss
 from emotalk.models.losses.vertex_loss import vertex_loss
 from emotalk.models.losses.weighted_vertex_loss import NORMS, region_point_weights, weighted_vertex_loss
-from emotalk.train.landmark_validation import (LandmarkValidationConfig, amplitude_report,
-                                               predict_clip_amplitudes)
+from emotalk.train.landmark_validation import (LandmarkValidationConfig, amplitude_report, clip_amplitude,
+                                               expression_summary, landmark_emotion_accuracy, predict_clips)
 from emotalk.train.task import OptimConfig, Task, TrainerConfig
 
 
 @dataclass
 class LandmarkDataConfig:
     root: str = "data/processed/mead"
+    split: str = ""  # a named split (configs/splits/, e.g. mead-field) | auto | "" with explicit lists
     train_subjects: list[str] = field(default_factory=list)
     val_subjects: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
@@ -37,6 +39,11 @@ class LandmarkLossConfig:
     # options on eq. (2), not in the paper (models/losses/weighted_vertex_loss.py); the defaults are eq. (2)
     vertex_norm: str = "l2"  # l2 (paper) | l1
     region_weights: dict[str, float] = field(default_factory=dict)  # e.g. {brows: 4, eyes: 4}; {} = paper
+    # region amplitude matching against regression to the mean (models/losses/amplitude_loss.py); 0 = paper
+    lambda_amplitude: float = 0.0
+    # L_amp stays off for this fraction of train.steps: it scales the directions that eq. (2) has learned,
+    # so it should not act before there are any (measured: from step 0 it slows the emotion's direction)
+    amplitude_warmup: float = 0.0
 
 
 @dataclass
@@ -50,14 +57,17 @@ class LandmarkTrainConfig:
     validation: LandmarkValidationConfig = field(default_factory=LandmarkValidationConfig)
 
     def validate(self) -> None:
-        if self.loss.lambda_ver < 0 or self.loss.lambda_gan < 0:
-            raise ConfigError("loss.lambda_ver and loss.lambda_gan must be >= 0")
+        if min(self.loss.lambda_ver, self.loss.lambda_gan, self.loss.lambda_amplitude) < 0:
+            raise ConfigError("loss.lambda_ver, loss.lambda_gan and loss.lambda_amplitude must be >= 0")
         if self.loss.vertex_norm not in NORMS:
             raise ConfigError(f"loss.vertex_norm must be one of {list(NORMS)}, got {self.loss.vertex_norm!r}")
         try:
             region_point_weights(self.loss.region_weights)
         except ValueError as e:
             raise ConfigError(f"loss.region_weights: {e}") from None
+        if not 0 <= self.loss.amplitude_warmup < 1:
+            raise ConfigError(f"loss.amplitude_warmup is a fraction of train.steps in [0, 1), "
+                              f"got {self.loss.amplitude_warmup}")
         if self.validation.expression_frame_stride < 1:
             raise ConfigError("validation.expression_frame_stride must be >= 1 (1 = every frame)")
         if self.validation.expression_every < 0:
@@ -66,17 +76,21 @@ class LandmarkTrainConfig:
 
 class LandmarkTask(Task):
     kind = "landmark"
+    use_amp = False  # 1.5 M parameters: AMP gains nothing, and the LSTM would run unscaled in half precision
 
     def __init__(self, cfg: LandmarkTrainConfig):
         super().__init__(cfg)
         self._datasets = None
         self._expression_numbers: tuple[int | None, dict] = (None, {})
+        self._classifier = None  # the landmark emotion classifier for Emo-Acc-LM, loaded on first use
+        self._log, self._device = None, "cpu"
 
     def build_datasets(self):
         if self._datasets is None:
             d = self.cfg.data
             subjects = dataset_subjects(d.root)
-            train_s, val_s = split_subjects(subjects, d.train_subjects, d.val_subjects, d.val_fraction)
+            train_s, val_s = split_subjects(subjects, d.train_subjects, d.val_subjects, d.val_fraction,
+                                           split=d.split, root=d.root)
             m = self.cfg.model
             train = LandmarkFrameDataset(load_clips(d.root, train_s, d.max_clips), m.emotions,
                                          m.intensity_levels, d.graph_input)
@@ -97,6 +111,7 @@ class LandmarkTask(Task):
         return modules
 
     def on_start(self, ctx, log) -> None:
+        self._log, self._device = log, ctx.device
         train, val = self.build_datasets()
         log(f"landmark data: {len(train)} train frames ({len(self.subjects['train'])} subjects), "
             f"{len(val) if val else 0} val frames ({len(self.subjects['val'])} subjects); "
@@ -109,11 +124,16 @@ class LandmarkTask(Task):
             pred = G(batch["audio"], batch["emotion"], batch["neutral"])["landmarks"]
             l_ver = self._vertex_loss(pred.float(), batch["target"])
         logs = {"ver": l_ver.detach()}
+        l_gen = lam.lambda_ver * l_ver  # eq. (4) without its GAN term, plus the optional amplitude term
+        if lam.lambda_amplitude > 0 and ctx.step_index >= lam.amplitude_warmup * self.cfg.train.steps:
+            l_amplitude = amplitude_loss(pred.float(), batch["target"], batch["neutral"])
+            l_gen = l_gen + lam.lambda_amplitude * l_amplitude
+            logs["amplitude"] = l_amplitude.detach()
         if "discriminator" in ctx.models:
             D = ctx.models["discriminator"]
-            with ctx.autocast():
-                l_g = lsgan_g_loss(D(pred, batch["emotion"]).float())
-            ctx.step("generator", lam.lambda_ver * l_ver + lam.lambda_gan * l_g)
+            with ctx.autocast():  # the generator's step: D unwrapped (no DDP all-reduce of D's gradients)
+                l_g = lsgan_g_loss(ctx.raw["discriminator"](pred, batch["emotion"]).float())
+            ctx.step("generator", l_gen + lam.lambda_gan * l_g)
             # discriminator: real and fake in one forward (a single DDP forward per backward)
             both = torch.cat([batch["target"], pred.detach()])
             with ctx.autocast():
@@ -123,9 +143,10 @@ class LandmarkTask(Task):
             ctx.step("discriminator", l_d)
             logs.update(gan_g=l_g.detach(), gan_d=l_d.detach())
         else:
-            ctx.step("generator", lam.lambda_ver * l_ver)
-        logs["total"] = lam.lambda_ver * logs["ver"] + lam.lambda_gan * logs.get("gan_g", 0.0)
-        return {k: float(v) for k, v in logs.items()}
+            ctx.step("generator", l_gen)
+        logs["total"] = (lam.lambda_ver * logs["ver"] + lam.lambda_gan * logs.get("gan_g", 0.0)
+                         + lam.lambda_amplitude * logs.get("amplitude", 0.0))
+        return ctx.log_values(logs)
 
     def _vertex_loss(self, pred, target):
         """Eq. (2), or its weighted / L1 variant when the config asks for one."""
@@ -151,8 +172,9 @@ class LandmarkTask(Task):
 
     def _expression(self, ctx) -> dict:
         """Expression amplitude per region / emotion over *every* held-out clip (the trainer's batches
-        cover only the first few clips). Computed once per validation round (keyed by the step) and
-        returned with every batch, so the trainer's mean over batches leaves it unchanged."""
+        cover only the first few clips), and Emo-Acc-LM on G_L's raw landmarks when a landmark emotion
+        classifier is configured. Computed once per validation round (keyed by the step) and returned with
+        every batch, so the trainer's mean over batches leaves it unchanged."""
         v = self.cfg.validation
         _, val = self.build_datasets()
         if not v.expression or val is None or len(val) == 0:
@@ -162,15 +184,33 @@ class LandmarkTask(Task):
             return {}
         if self._expression_numbers[0] != ctx.step_index:
             m = self.cfg.model
-            clips = predict_clip_amplitudes(ctx.raw["generator"], val.audio, val.emotion, val.neutral,
-                                            val.target, val.index, m.emotions, m.intensity_levels,
-                                            v.expression_frame_stride)
-            self._expression_numbers = (ctx.step_index, amplitude_report(clips))
+            clips = predict_clips(ctx.raw["generator"], val.audio, val.emotion, val.neutral, val.target,
+                                  val.index, m.emotions, m.intensity_levels, v.expression_frame_stride)
+            numbers = amplitude_report(clip_amplitude(c.emotion, c.level, c.predicted, c.real, c.neutral)
+                                       for c in clips)
+            clf = self._landmark_classifier()
+            if clf is not None:
+                numbers.update(landmark_emotion_accuracy(clf.module, clf.meta.emotions, clips))
+            self._expression_numbers = (ctx.step_index, numbers)
+            if self._log is not None:
+                self._log(expression_summary(step, numbers))
         return self._expression_numbers[1]
+
+    def _landmark_classifier(self):
+        path = self.cfg.validation.landmark_emotion_classifier
+        if not path:
+            return None
+        if self._classifier is None:
+            self._classifier = load_model(path, "landmark_emotion", device=self._device)
+        return self._classifier
 
     def metadata(self) -> dict:
         train, _ = self.build_datasets()
         manifest = manifest_or_none(self.cfg.data.root)
-        return {"feature_kind": manifest.feature_kind if manifest else "unknown",
+        meta = {"feature_kind": manifest.feature_kind if manifest else "unknown",
                 "feature_dim": int(train.feature_dim), "window": int(train.window),
                 "fps": manifest.fps if manifest else 30.0, "subjects": self.subjects}
+        step, numbers = self._expression_numbers
+        if step is not None:  # the latest held-out expression numbers travel with the checkpoint
+            meta["expression_validation"] = {"step": step + 1, **numbers}
+        return meta

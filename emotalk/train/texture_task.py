@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,7 +47,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TextureDataConfig:
     root: str = "data/processed/mead"
-    train_subjects: list[str] = field(default_factory=list)  # empty: every subject except validation ones
+    split: str = ""  # a named split (configs/splits/, e.g. mead-field) | auto | "" with explicit lists
+    train_subjects: list[str] = field(default_factory=list)  # with split "": explicit lists
     val_subjects: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
     frame_stride: int = 1  # use every n-th frame of each training clip
@@ -69,9 +71,38 @@ class TextureLossConfig:
     lambda_eyes: float = 0.0
     lambda_mouth: float = 0.0
     region_margin: float = 0.1  # regions grown by this many outer-eye-corner distances
+    # beyond the paper, for model.prior_flow: mean |learned residual flow| (normalised units). The mesh prior
+    # already moves the lids, brows and lips exactly as the landmarks ask; a residual that a short run learns
+    # at S/4 and upsamples smears that motion (measured: the eyes' expression transfer drops). The penalty
+    # keeps the residual at zero wherever the prior explains the frame and lets it act where it does not.
+    lambda_flow_residual: float = 0.0
     perceptual: Literal["vgg16", "vgg16-random", "none"] = "vgg16"
     vgg16_weights: str | None = None  # torchvision's vgg16-397923af.pth (else torchvision's cache dir)
     perceptual_layer_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+
+
+@dataclass
+class LRScheduleConfig:
+    """Learning-rate schedule of G_T (and D) over ``train.steps`` (not in the paper, which keeps Adam's lr
+    constant over 400k steps). ``cosine``: a linear warm-up over ``warmup_steps`` from 0 to ``optim.lr``, then
+    a half cosine down to ``final_fraction`` x ``optim.lr`` at the last step. Why: a CPU run of a few hundred
+    steps can afford a high learning rate early only if it anneals it before the end; the last steps then
+    settle the blend mask and the mouth interior instead of jittering around them. ``constant``: the
+    paper's."""
+
+    kind: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    final_fraction: float = 0.05
+
+    def factor(self, step: int, total: int) -> float:
+        """The multiplier of ``optim.lr`` at 0-based ``step`` of a ``total``-step run."""
+        if self.kind == "constant":
+            return 1.0
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        span = max(1, total - self.warmup_steps - 1)
+        t = min(1.0, (step - self.warmup_steps) / span)
+        return self.final_fraction + (1.0 - self.final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 @dataclass
@@ -80,17 +111,24 @@ class TextureTrainConfig:
     model: TextureModelConfig = field(default_factory=TextureModelConfig)
     data: TextureDataConfig = field(default_factory=TextureDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
     loss: TextureLossConfig = field(default_factory=TextureLossConfig)
     train: TrainerConfig = field(default_factory=lambda: TrainerConfig(run_dir="runs/texture", batch_size=4))
 
     def validate(self) -> None:
         lo = self.loss
         if min(lo.lambda_rec, lo.lambda_per, lo.lambda_adv, lo.lambda_decoded, lo.lambda_eyes,
-               lo.lambda_mouth, lo.region_margin) < 0:
+               lo.lambda_mouth, lo.region_margin, lo.lambda_flow_residual) < 0:
             raise ConfigError("loss.lambda_rec, loss.lambda_per, loss.lambda_adv, loss.lambda_decoded, "
-                              "loss.lambda_eyes, loss.lambda_mouth and loss.region_margin must be >= 0")
+                              "loss.lambda_eyes, loss.lambda_mouth, loss.region_margin and "
+                              "loss.lambda_flow_residual must be >= 0")
         if len(lo.perceptual_layer_weights) != 4:
             raise ConfigError("loss.perceptual_layer_weights needs 4 values (relu1_2, relu2_2, relu3_3, relu4_3)")
+        sc = self.lr_schedule
+        if sc.kind not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule.kind must be 'constant' or 'cosine', got {sc.kind!r}")
+        if sc.warmup_steps < 0 or not 0.0 <= sc.final_fraction <= 1.0:
+            raise ConfigError("lr_schedule.warmup_steps must be >= 0 and lr_schedule.final_fraction in [0, 1]")
 
 
 def training_backdrop(root: str) -> tuple[tuple[int, int, int] | None, str]:
@@ -136,7 +174,8 @@ class TextureTask(Task):
         if self._datasets is None:
             d, m = self.cfg.data, self.cfg.model
             subjects = dataset_subjects(d.root)
-            train_s, val_s = split_subjects(subjects, d.train_subjects, d.val_subjects, d.val_fraction)
+            train_s, val_s = split_subjects(subjects, d.train_subjects, d.val_subjects, d.val_fraction,
+                                           split=d.split, root=d.root)
             common = dict(image_size=m.image_size, emotions=m.emotions, intensity_levels=m.intensity_levels,
                           cache_clips=d.cache_clips)
             train = TextureFrameDataset(d.root, train_s, frame_stride=d.frame_stride, max_clips=d.max_clips,
@@ -158,7 +197,7 @@ class TextureTask(Task):
             self.perceptual, self.perceptual_description = None, "perceptual loss: off (loss.lambda_per=0)"
         G = build_model("texture", self.cfg.model)
         self.sync_bn = (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-                        and torch.cuda.is_available())
+                        and self.device.type == "cuda")  # the trainer's device, not "a GPU is visible"
         if self.sync_bn:  # batch 4 split over GPUs is too small for per-GPU BatchNorm statistics
             G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)  # same state-dict keys as BatchNorm2d
         modules = {"generator": G}
@@ -189,8 +228,20 @@ class TextureTask(Task):
     def _inputs(self, batch):
         return batch["identity"], batch["identity_landmarks"], batch["target_landmarks"], batch["emotion"]
 
+    def _apply_lr_schedule(self, ctx) -> None:
+        """Set every optimiser's lr for this step (``lr_schedule``); the configured lr is kept in each param
+        group as ``base_lr`` so a resumed run (optimiser state restored) continues the same curve."""
+        sc = self.cfg.lr_schedule
+        if sc.kind == "constant":
+            return
+        f = sc.factor(int(getattr(ctx, "step_index", 0)), int(self.cfg.train.steps))
+        for opt in ctx.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = group.setdefault("base_lr", group["lr"]) * f
+
     def train_step(self, batch, ctx):
         lo = self.cfg.loss
+        self._apply_lr_schedule(ctx)
         identity, target = batch["identity"], batch["target"]
         if self.cfg.data.augment.enabled:
             identity, target = augment_consistent(identity, target, cfg=self.cfg.data.augment)
@@ -210,6 +261,9 @@ class TextureTask(Task):
                                     lo.region_margin)
                 loss = loss + lo.lambda_eyes * reg["eyes"] + lo.lambda_mouth * reg["mouth"]
                 logs.update(rec_eyes=reg["eyes"].detach(), rec_mouth=reg["mouth"].detach())
+            if lo.lambda_flow_residual > 0 and "flow_residual" in out:
+                l_res = out["flow_residual"].float().abs().mean()
+                loss = loss + lo.lambda_flow_residual * l_res
             if self.perceptual is not None:
                 l_per = self.perceptual(fake, target)
                 loss = loss + lo.lambda_per * l_per
@@ -235,7 +289,9 @@ class TextureTask(Task):
             if "flow_residual" in out:  # model.prior_flow: how far the learned flow departs from the prior
                 logs["flow_residual_abs"] = out["flow_residual"].detach().float().abs().mean()
             logs["occlusion"] = out["occlusion"].detach().float().mean()
-        return {k: float(v) for k, v in logs.items()}
+        if self.cfg.lr_schedule.kind != "constant":
+            logs["lr"] = ctx.optimizers["generator"].param_groups[0]["lr"]
+        return ctx.log_values(logs)
 
     @torch.no_grad()
     def validate_step(self, batch, ctx):

@@ -29,6 +29,8 @@ expr_transfer_brows|...   ExT-brows ...     the emotion grid (see below)        
 emotion_separation        Sep               the emotion grid                           -- (dlib, bundled)
 intensity_monotonic       Int-mono          the emotion grid                           -- (dlib, bundled)
 blink_visibility          Blink-ap          the emotion grid's blink rendering         -- (dlib, bundled)
+blink_pixels              Blink-px          the emotion grid's blink rendering         --
+mouth_psnr                Mouth-PSNR        generated, ground_truth                    -- (dlib, bundled)
 ========================  ================  =========================================  ====================
 
 Metrics registered with ``on="grid"`` read the *emotion grid* instead of the test clips: one photo and one
