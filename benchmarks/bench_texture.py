@@ -1,21 +1,24 @@
-"""G_T speed at the paper config (256², c = 64) on this machine: inference frames/s, one-shot seconds,
-FLOPs per frame and the fraction of the measured matmul peak.
+"""G_T speed at the paper config (256², c = 64) on this machine: inference frames/s of the training module
+(eager) and of the inference-only path (:mod:`emotalk.inference.fast_texture`), at batch 1 and at the
+batch the renderer chooses by measurement, as a fraction of this run's measured convolution peak; one-shot
+seconds.
 
-    python benchmarks/bench_texture.py [--device auto|cpu|cuda] [--batch N] [--iters N] [--json out.json]
+    python benchmarks/bench_texture.py [--device auto|cpu|cuda] [--batches 1,2,4,8] [--iters N]
+                                       [--precision fp32,bf16] [--no-one-shot] [--json out.json]
 
-- FLOPs per frame: ``torch.utils.flop_counter.FlopCounterMode`` over one forward (convolutions and
-  matmuls; grid_sample, norms and activations are not counted, they are memory-bound and small).
-- Frames/s: steady state, E_T's identity features computed once (as the pipeline does) and the rest of
-  G_T run on batches of driven landmarks; also the full forward including E_T. On CUDA also under bf16
-  autocast.
-- Matmul peak: the best FLOP/s of a large square ``torch.matmul`` in the same dtype on the same device,
-  and of the same kind of GEMM run as a 1×1 convolution (on CPUs where torch.matmul's MKL path is slower
-  than oneDNN's, e.g. AMD EPYC, the latter is the real attainable peak); the fraction is
-  (FLOPs per frame × frames/s) / the larger of the two. Convolutions may use Winograd/FFT algorithms
-  that need fewer FLOPs than counted, so a fraction near or above 1 is possible.
-- One-shot: ``one_shot_finetune`` with 5 steps (the paper's "up to 5 iterations, 3-4 seconds" on a
-  Quadro P5000), L1 only and with a VGG16-sized perceptual term (random weights: same cost as ImageNet).
-Weights are random: speed does not depend on them.
+- FLOPs per frame: ``torch.utils.flop_counter.FlopCounterMode`` over one forward with E_T's identity
+  features cached (as the renderer runs it); convolutions and matmuls only.
+- Conv peak, measured in the same run, same dtype: every convolution of the model that carries >= 5 % of
+  the FLOPs is run as the GEMM it is (M = B·H·W output pixels, K = C_in·k², N = C_out) through a 1×1
+  convolution (oneDNN on CPU, cuDNN on CUDA); the peak is the best of those rates (measured before and
+  after the model, best of both: robust to a machine others are using). ``peak_fraction`` =
+  FLOPs/frame × frames/s / peak. Winograd can need fewer FLOPs than counted, so > 1 is possible.
+- Default batch: :class:`~emotalk.inference.fast_texture.BatchTuner` over ``--batches`` on real
+  forwards (what ``emotalk generate`` does on its first frames), frames/s reported for every batch.
+- On CUDA the fp32 figures are given with TF32 off (strict fp32) and on (what ``generate`` gets), labelled.
+- One-shot: ``one_shot_finetune`` with 5 steps, L1 only and with a VGG16-sized perceptual term.
+Weights are random: speed does not depend on them. On a shared machine compare the same-run ratios
+(peak fraction, x-times eager), not absolute frames/s.
 """
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from emotalk.data.face.alignment import crop_template  # noqa: E402
+from emotalk.inference.fast_texture import BatchTuner, FastTextureGenerator, native_bf16  # noqa: E402
 from emotalk.inference.one_shot import one_shot_finetune  # noqa: E402
 from emotalk.models.texture_generator import TextureGenerator, TextureModelConfig, count_parameters  # noqa: E402
 
@@ -41,51 +46,55 @@ def sync(dev: torch.device) -> None:
 
 
 def timed(fn, dev, iters: int, warmup: int = 1) -> float:
-    """Seconds per call (median of ``iters``)."""
+    """Seconds per call (best of ``iters``: the least disturbed run on a shared machine)."""
     for _ in range(warmup):
         fn()
     sync(dev)
-    ts = []
+    best = float("inf")
     for _ in range(iters):
         t = time.perf_counter()
         fn()
         sync(dev)
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2]
-
-
-def matmul_peak(dev: torch.device, dtype: torch.dtype) -> float:
-    """Best FLOP/s of a large square matmul (the best of several runs: the machine's attainable peak)."""
-    n = 8192 if dev.type == "cuda" else 4096
-    a = torch.randn(n, n, device=dev, dtype=dtype)
-    b = torch.randn(n, n, device=dev, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    sync(dev)
-    best = float("inf")
-    for _ in range(20 if dev.type == "cuda" else 5):
-        t = time.perf_counter()
-        a @ b
-        sync(dev)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return best
 
 
-def conv_gemm_peak(dev: torch.device, dtype: torch.dtype = torch.float32) -> float:
-    """Best FLOP/s of a GEMM run as a 1×1 convolution (oneDNN on CPU, cuDNN on CUDA).
+def conv_shapes(G: TextureGenerator, inputs) -> list[dict]:
+    """Every Conv2d call of one cached-identity forward: GEMM shape and FLOPs."""
+    rows = []
 
-    On some CPUs (e.g. AMD EPYC) torch.matmul goes through MKL, which does not use the widest vector
-    path there, while convolutions go through oneDNN, which does; the convolution path then is the
-    attainable peak the model's convolutions should be compared with."""
-    best_rate = 0.0
-    for c, hw in ((1024, 64), (2048, 32)):
-        x = torch.randn(1, c, hw, hw, device=dev, dtype=dtype)
-        conv = torch.nn.Conv2d(c, c, 1, bias=False).to(dev, dtype)
+    def hook(m, inp, out):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        M = out.shape[0] * out.shape[2] * out.shape[3]
+        rows.append({"M": M, "K": m.in_channels * k, "N": m.out_channels, "hw": out.shape[2:],
+                     "batch": out.shape[0], "flops": 2 * M * m.in_channels * k * m.out_channels})
+
+    hs = [m.register_forward_hook(hook) for m in G.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
         with torch.no_grad():
-            s = timed(lambda: conv(x), dev, iters=5, warmup=2)
-        best_rate = max(best_rate, 2 * c * c * hw * hw / s)
-    return best_rate
+            G(*inputs)
+    finally:
+        for h in hs:
+            h.remove()
+    return rows
+
+
+def gemm_peak(shapes: list[dict], dev: torch.device, dtype: torch.dtype) -> float:
+    """Best FLOP/s of the dominant convolutions run as GEMMs (1×1 convolutions, channels_last)."""
+    total = sum(s["flops"] for s in shapes)
+    best = 0.0
+    seen = set()
+    for s in sorted(shapes, key=lambda r: -r["flops"]):
+        key = (s["K"], s["N"], tuple(s["hw"]), s["batch"])
+        if s["flops"] < 0.05 * total or key in seen:
+            continue
+        seen.add(key)
+        x = torch.randn(s["batch"], s["K"], *s["hw"], device=dev).to(dtype).contiguous(memory_format=torch.channels_last)
+        conv = torch.nn.Conv2d(s["K"], s["N"], 1, bias=False).to(dev, dtype).to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            t = timed(lambda: conv(x), dev, iters=3, warmup=1)
+        best = max(best, s["flops"] / t)
+    return best
 
 
 def flops_per_frame(G, inputs) -> int:
@@ -99,78 +108,85 @@ def flops_per_frame(G, inputs) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch", type=int, default=0, help="frames per batch (default 32 on CUDA, 4 on CPU)")
-    ap.add_argument("--iters", type=int, default=0, help="timed iterations (default 20 on CUDA, 3 on CPU)")
+    ap.add_argument("--batches", default="", help="candidate batches (default 1,2,4,8 on CPU, 8,16,32,64 on CUDA)")
+    ap.add_argument("--iters", type=int, default=0, help="timed repetitions per batch (default 10 CUDA, 2 CPU)")
+    ap.add_argument("--precision", default="", help="fp32 and/or bf16 (default: fp32, plus bf16 where native)")
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--no-eager", action="store_true", help="skip the training module's (eager) baseline")
+    ap.add_argument("--no-one-shot", action="store_true")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     cuda = dev.type == "cuda"
-    B = args.batch or (32 if cuda else 4)
-    iters = args.iters or (20 if cuda else 3)
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    cfg = TextureModelConfig()  # paper: 256², base 64
+    batches = [int(b) for b in args.batches.split(",") if b] or ([8, 16, 32, 64] if cuda else [1, 2, 4, 8])
+    iters = args.iters or (10 if cuda else 2)
+    precisions = [p for p in args.precision.split(",") if p] or (["fp32", "bf16"] if native_bf16(dev) else ["fp32"])
+    cfg = TextureModelConfig(image_size=args.image_size)  # paper: 256², base 64
     S = cfg.image_size
     torch.manual_seed(0)
     G = TextureGenerator(cfg).to(dev).eval()
-    from emotalk.data.face.alignment import crop_template
-
     lm = torch.as_tensor(crop_template(S), dtype=torch.float32, device=dev)[None]
     img = torch.rand(1, 3, S, S, device=dev) * 2 - 1
-    driven = lm + torch.randn(B, 68, 2, device=dev)
     emo = torch.zeros(1, cfg.emotion_dim, device=dev)
     emo[0, 0] = emo[0, len(cfg.emotions)] = 1
     res: dict = {"device": torch.cuda.get_device_name(dev) if cuda else f"CPU {platform.processor() or platform.machine()}"
                  f" ({torch.get_num_threads()} threads, {os.cpu_count()} cores)",
-                 "torch": torch.__version__, "image_size": S, "batch": B,
-                 "generator_parameters": count_parameters(G)}
-    fpf = flops_per_frame(G, (img.expand(B, -1, -1, -1), lm.expand(B, -1, -1), driven, emo.expand(B, -1)))
+                 "torch": torch.__version__, "image_size": S, "generator_parameters": count_parameters(G),
+                 "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     with torch.no_grad():
         feats = G.encode_identity(img)
-        enc_flops = 0
-        from torch.utils.flop_counter import FlopCounterMode
+    driven = {b: lm + torch.randn(b, 68, 2, device=dev) for b in batches}
+    fpf = flops_per_frame(G, (feats, lm, driven[batches[0]], emo))
+    res["gflops_per_frame_cached_identity"] = fpf / 1e9
+    shapes = {b: conv_shapes(G, (feats, lm, driven[b], emo)) for b in batches}
+    modes = []  # (label, precision, tf32)
+    for p in precisions:
+        if cuda and p == "fp32":
+            modes += [("fp32_tf32_off", p, False), ("fp32_tf32_on", p, True)]
+        else:
+            modes.append((p, p, False))
+    for label, prec, tf32 in modes:
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        dtype = torch.bfloat16 if prec == "bf16" else torch.float32
+        peak = max(gemm_peak(shapes[b], dev, dtype) for b in (batches[0], batches[-1]))
+        fast = FastTextureGenerator(G, precision=prec, device=dev)
+        ident = fast.encode_identity(img)
+        tuner = BatchTuner(label, tuple(batches))
+        fps = {}
+        for b in batches:
+            s = timed(lambda: fast(ident, lm, driven[b], emo), dev, iters)
+            for _ in range(2):
+                tuner.record(b, s)
+            fps[b] = b / s
+        peak = max(peak, *(gemm_peak(shapes[b], dev, dtype) for b in (batches[0], batches[-1])))
+        chosen = tuner.chosen
+        res[f"conv_gemm_peak_tflops_{label}"] = peak / 1e12
+        res[f"fps_{label}_by_batch"] = {str(b): round(v, 4) for b, v in fps.items()}
+        res[f"default_batch_{label}"] = chosen
+        for name, b in (("batch1", batches[0]), ("default_batch", chosen)):
+            res[f"fps_{label}_{name}"] = fps[b]
+            res[f"peak_fraction_{label}_{name}"] = fpf * fps[b] / peak
+        res[f"fps_never_lower_at_default_batch_{label}"] = fps[chosen] >= fps[batches[0]]
+        if not args.no_eager and label in ("fp32", "fp32_tf32_on"):
+            b = chosen
+            with torch.no_grad():
+                s = timed(lambda: G(feats, lm, driven[b], emo), dev, iters)
+            res[f"fps_eager_training_module_{label}_default_batch"] = b / s
+            res[f"speedup_vs_eager_{label}"] = fps[b] / (b / s)
 
-        with FlopCounterMode(display=False) as fc:
-            G.encode_identity(img)
-        enc_flops = fc.get_total_flops()
-    res["gflops_per_frame_full"] = fpf / 1e9
-    res["gflops_per_frame_cached_identity"] = (fpf - enc_flops) / 1e9
+    if not args.no_one_shot:
+        G.train(False)
+        one_shot_finetune(G, img, lm[0], steps=1)  # warm-up (allocations, cuDNN autotuning)
+        _, info = one_shot_finetune(G, img, lm[0], steps=5, return_info=True)
+        res["one_shot_5_steps_seconds_l1"] = info.seconds
+        from emotalk.data.loading import build_perceptual_loss
 
-    mm32 = matmul_peak(dev, torch.float32)
-    conv32 = conv_gemm_peak(dev)
-    with torch.no_grad():
-        s_cached = timed(lambda: G(feats, lm, driven, emo), dev, iters)
-        s_full = timed(lambda: G(img.expand(B, -1, -1, -1), lm, driven, emo), dev, iters)
-    # re-measured after the model: robust to a machine that others are using
-    mm32 = max(mm32, matmul_peak(dev, torch.float32))
-    conv32 = max(conv32, conv_gemm_peak(dev))
-    peak32 = max(mm32, conv32)
-    res["matmul_peak_tflops_fp32_torch_matmul"] = mm32 / 1e12
-    res["matmul_peak_tflops_fp32_as_1x1_conv"] = conv32 / 1e12
-    res["fps_fp32_cached_identity"] = B / s_cached
-    res["fps_fp32_full"] = B / s_full
-    res["peak_fraction_fp32_cached_identity"] = (fpf - enc_flops) * B / s_cached / peak32
-    if cuda:
-        peak16 = matmul_peak(dev, torch.bfloat16)
-        res["matmul_peak_tflops_bf16"] = peak16 / 1e12
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-            s16 = timed(lambda: G(feats, lm, driven, emo), dev, iters)
-        res["fps_bf16_cached_identity"] = B / s16
-        res["peak_fraction_bf16_cached_identity"] = (fpf - enc_flops) * B / s16 / peak16
-
-    # one-shot fine-tuning, 5 steps (each ≈ 3× a forward in FLOPs)
-    G.train(False)
-    one_shot_finetune(G, img, lm[0], steps=1)  # warm-up (allocations, cuDNN autotuning)
-    _, info = one_shot_finetune(G, img, lm[0], steps=5, return_info=True)
-    res["one_shot_5_steps_seconds_l1"] = info.seconds
-    from emotalk.data.loading import build_perceptual_loss
-
-    per, _ = build_perceptual_loss("vgg16-random", warn=False)
-    per = per.to(dev)
-    one_shot_finetune(G, img, lm[0], steps=1, perceptual=per)
-    _, info = one_shot_finetune(G, img, lm[0], steps=5, perceptual=per, return_info=True)
-    res["one_shot_5_steps_seconds_l1_vgg16"] = info.seconds
+        per, _ = build_perceptual_loss("vgg16-random", warn=False)
+        per = per.to(dev)
+        one_shot_finetune(G, img, lm[0], steps=1, perceptual=per)
+        _, info = one_shot_finetune(G, img, lm[0], steps=5, perceptual=per, return_info=True)
+        res["one_shot_5_steps_seconds_l1_vgg16"] = info.seconds
 
     width = max(len(k) for k in res)
     for k, v in res.items():

@@ -10,7 +10,7 @@ torch.set_num_threads(2)
 
 
 #: session fixtures that generate data and train models (1-2 minutes): a test using one is in the slow tier
-SLOW_FIXTURES = ("tiny_mini_data", "tiny_checkpoints")
+SLOW_FIXTURES = ("tiny_mini_raw", "tiny_mini_data", "tiny_checkpoints")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -67,23 +67,41 @@ def _tiny_base(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_mini_data(tmp_path_factory):
-    """mead-mini ``tiny`` (3 subjects, 12 clips of a few words) generated offline and preprocessed with
-    the ``mel`` speech features: ``SimpleNamespace(raw=Path, processed=Path)``."""
+def tiny_mini_raw(tmp_path_factory):
+    """mead-mini ``tiny`` (3 subjects, 12 clips of a few words, seed 0), made once per session by the CLI
+    (``emotalk make-mini --size tiny --seed 0``) and shared: tests/test_mead_mini.py checks it, the
+    ``tiny_mini_data`` fixture preprocesses it, tests/test_demo.py runs the demo on it (``--mini``). Read
+    only: a test that writes copies it first."""
+    from emotalk.cli.main import main
+
+    raw = _tiny_base(tmp_path_factory) / "mead-mini"
+    done = raw.with_name("mead-mini.DONE")  # beside it: the layout test wants MEAD's files only inside
+    if not done.is_file():
+        if raw.exists():  # an interrupted earlier build (only with EMOTALK_TINY_CACHE)
+            import shutil
+
+            shutil.rmtree(raw)
+        # two forkserver workers (emotalk.data.parallel): the same bytes as one worker, less wall time
+        assert main(["make-mini", "--out", str(raw), "--size", "tiny", "--seed", "0", "--workers", "2",
+                     "--quiet"]) == 0
+        done.write_text("ok\n")
+    return raw
+
+
+@pytest.fixture(scope="session")
+def tiny_mini_data(tiny_mini_raw, tmp_path_factory):
+    """:func:`tiny_mini_raw` preprocessed with the ``mel`` speech features:
+    ``SimpleNamespace(raw=Path, processed=Path)``."""
     from types import SimpleNamespace
 
-    from emotalk.mini.generator import generate_mini
     from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 
-    base = _tiny_base(tmp_path_factory)
-    raw, processed = base / "mead-mini", base / "processed"
+    processed = _tiny_base(tmp_path_factory) / "processed"
     if not (processed / "DONE").is_file():
-        # workers=1: generate_mini forks, which can deadlock once torch has started its thread pools
-        generate_mini(raw, "tiny", seed=0, workers=1, progress=False)
-        preprocess_dataset("mead-mini", raw, processed, workers=2, options=PreprocessOptions(features="mel"),
-                           progress=False)
+        preprocess_dataset("mead-mini", tiny_mini_raw, processed, workers=2,
+                           options=PreprocessOptions(features="mel"), progress=False)
         (processed / "DONE").write_text("ok\n")
-    return SimpleNamespace(raw=raw, processed=processed)
+    return SimpleNamespace(raw=tiny_mini_raw, processed=processed)
 
 
 @pytest.fixture(scope="session")

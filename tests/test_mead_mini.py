@@ -1,6 +1,7 @@
 """mead-mini: the offline real-photo dataset in MEAD's layout (`emotalk make-mini`).
 
-One session-scoped fixture generates the ``tiny`` size through the CLI (~10 s); the tests check the
+One session-scoped fixture (``tiny_mini_raw`` in tests/conftest.py, shared with the pipeline fixtures and the
+demo test) generates the ``tiny`` size through the CLI (~10 s); the tests check the
 layout, the ground-truth landmarks against dlib on the rendered frames, speech/mouth coupling, the
 emotions' action units, identity variation, determinism and the TTS.
 """
@@ -23,12 +24,10 @@ AUDIO_RE = re.compile(rf"^([MW]\d{{3}})/audio/({EMO_RE})/level_([123])/(\d{{3}})
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Path:
-    from emotalk.cli.main import main
-
-    out = tmp_path_factory.mktemp("mead_mini") / "mead-mini"
-    assert main(["make-mini", "--out", str(out), "--size", "tiny", "--seed", "0", "--quiet"]) == 0
-    return out
+def tiny(tiny_mini_raw) -> Path:
+    """The session's ``emotalk make-mini --size tiny --seed 0`` output (tests/conftest.py), shared with the
+    pipeline fixtures and the demo test rather than generated once more here."""
+    return tiny_mini_raw
 
 
 def _clips(root: Path) -> list[Path]:
@@ -398,16 +397,29 @@ def test_cli_rejects_a_photo_without_a_face(tmp_path, capsys):
     assert code == 2 and "not empty" in capsys.readouterr().err and (full / "notes.txt").is_file()
 
 
-@pytest.mark.slow
-def test_preprocess_runs_on_mead_mini(tiny, tmp_path):
-    pytest.importorskip("emotalk.cli.preprocess")
-    from emotalk.cli.main import main
+def test_face_warp_only_touches_the_moving_box():
+    """The per-frame warp remaps only the box the landmark triangles reach: inside it the maps equal the
+    full-frame maps, outside it the frame is the photo itself, and the rest pose reproduces the photo."""
+    from emotalk.data.face.warp import FaceWarper
 
-    out = tmp_path / "processed"
-    assert main(["preprocess", "--dataset", "mead-mini", "--root", str(tiny), "--out", str(out), "--quiet"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["source"] == "mead-mini"
-    info = json.loads((tiny / "mini.json").read_text())
-    clips = sorted((out / "clips").rglob("*.npz"))
-    assert len(clips) == info["num_clips"]
-    assert {p.parent.name for p in clips} == set(info["subject_ids"])
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    tpl = canonical_template()
+    neutral = (tpl - tpl.mean(0)) / np.ptp(tpl[:, 0]) * 60 + 64  # a 60-px-wide face in the middle
+    warper = FaceWarper(img, neutral)
+    np.testing.assert_array_equal(warper.warp(neutral), img)  # the rest pose is the identity
+    moved = neutral.copy()
+    moved[48:68, 1] += 3.0  # the mouth drops 3 px
+    moved[17:27, 1] -= 2.0  # the brows rise 2 px
+    box = warper.moving_box(moved)
+    x0, y0, x1, y1 = box
+    assert 0 < x0 < x1 < 128 and 0 < y0 < y1 < 128  # the border anchors' triangles stay out of it
+    full_x, full_y = warper.maps(moved)
+    part_x, part_y = warper.maps(moved, box)
+    np.testing.assert_array_equal(part_x, full_x[y0:y1, x0:x1])
+    np.testing.assert_array_equal(part_y, full_y[y0:y1, x0:x1])
+    out = warper.warp(moved)
+    outside = np.ones(img.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(out[outside], img[outside])
+    assert np.abs(out.astype(int) - img).max() > 20  # and the face did move

@@ -12,8 +12,14 @@ Stages (each reuses its output when it is already there, so a second run is fast
    one blend and the warp baseline (one-shot fine-tuning on the held-out photo each time);
 6. ``emotions``   — the report's emotions panel: the held-out identity and the public-domain photo in every
    emotion x level 1-3, a still + a looping strip each, with the measured separation from neutral;
-7. ``evaluate``   — the paper's metrics on held-out subjects: ours vs. the warp and static baselines;
+7. ``evaluate``   — the paper's metrics on held-out subjects: ours vs. the warp and static baselines and the
+   real video (Table 2 with the emotion metrics, Table 5); the emotion grid only for ours and the warp
+   ceiling. The G_T ablations of Table 4 and every other row stay ``emotalk evaluate``'s job
+   (``configs/eval/mead-mini.yaml``): they would cost the demo minutes and the report shows none of them;
 8. ``report``     — ``report.html`` with the videos side by side, landmark plots, training curves, tables.
+
+Before the stages the demo measures the machine's fp32 matmul rate for a second (:mod:`.machine`) and prints
+it beside the stage times, so a slow or busy machine explains itself.
 """
 from __future__ import annotations
 
@@ -35,7 +41,9 @@ from emotalk.data.io.media import load_audio, write_wav
 from emotalk.data.io.photos import grace_hopper_path
 from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 from emotalk.demo.emotion_panel import PANEL_SENTENCE, EmotionPanel, PanelOptions, render_panel
+from emotalk.demo.machine import MachineSpeed, measure_matmul_gflops
 from emotalk.demo.report import plot_landmarks, plot_training_curves, write_report
+from emotalk.errors import ConfigError, InputError
 from emotalk.eval.evaluate import EvalConfig, evaluate
 from emotalk.inference import GenerateOptions, Pipeline
 from emotalk.inference.checkpoints import remember_checkpoints
@@ -54,6 +62,9 @@ DEMO_SENTENCE = "Every emotion changes the face, but the words stay the same."
 class DemoOptions:
     out: str = "runs/demo"
     size: str = "small"  # mead-mini size
+    #: an existing mead-mini folder (``emotalk make-mini``, e.g. with your own photos) used instead of generating
+    #: one; it is read, never modified
+    mini_source: str | None = None
     workers: int = 2
     features: str = "phonemes"
     landmark_overrides: list[str] = field(default_factory=list)
@@ -62,10 +73,24 @@ class DemoOptions:
                                                ("angry", 3))
     blend: str = "happy:0.6,surprised:0.4"
     finetune_steps: int = 5
-    eval_clips_per_subject: int = 2
+    #: held-out clips per subject in Table 2 (two subjects: 2 clips, each a different emotion at level 3). The
+    #: per-frame metrics (dlib detection and embeddings, SSIM, CPBD) are most of the evaluation's time, so
+    #: this is the demo's main evaluation knob; 'emotalk evaluate' or --eval-clips N scores more
+    eval_clips_per_subject: int = 1
     progress: bool = True
     emotion_panel: bool = True  # the report's emotions x levels grids (held-out subject + full photo)
     panel_frames: int = 12  # rendered frames per grid tile (its looping strip)
+    #: evaluation rows the report shows (Table 2 + Table 5); the Table 4 ablations are left to 'emotalk evaluate'
+    eval_methods: tuple[str, ...] = ("Ours", "Warp baseline", "Static neutral photo", "Ground truth (real video)")
+    #: methods that get the emotion grid behind ExT-*, Sep, Int-mono, Blink-ap: ours and its practical ceiling
+    grid_methods: tuple[str, ...] = ("Ours", "Warp baseline")
+    grid_frames: int = 4  # rendered frames per grid rendering (the config's 6 is for 'emotalk evaluate')
+    #: dlib upsampling in the evaluation's re-detection: the 256x256 crops' faces are large, and 0 is ~4x cheaper
+    eval_landmark_upsample: int = 0
+    #: every k-th frame in the embedding metrics (FID-dlib, CSIM-dlib): dlib's face embedding is the costliest
+    #: per-frame step of the demo's evaluation; 8 still scores ~11 frames of each 3-second clip
+    eval_embedding_stride: int = 8
+    measure_machine: bool = True  # the one-second matmul measurement printed beside the stage times
 
 
 class Demo:
@@ -75,6 +100,24 @@ class Demo:
         self.log = log or logger.info  # the CLI shows INFO unless --quiet
         self.stage_seconds: dict[str, float] = {}
         self.state_dir = self.out / "stages"
+        self.machine: MachineSpeed | None = None
+        self._pipe: Pipeline | None = None
+
+    def pipeline(self) -> Pipeline:
+        """One pipeline for generation, the emotions panel and the evaluation's own rows: the checkpoints are
+        read and G_T is optimised for inference once, and G_T's batch size is measured once (fine-tuning
+        always works on a copy, so sharing it changes no output)."""
+        if self._pipe is None:
+            self._pipe = Pipeline.from_checkpoints(self.checkpoints)
+        return self._pipe
+
+    def _eval_pipeline(self, landmark: Path, texture: Path | None, device: str) -> Pipeline:
+        """The evaluation's pipeline loader: the shared pipeline for the demo's own checkpoints (the warp row
+        needs no G_T, so it can share it too), a new one for anything else."""
+        own = Path(landmark) == self.checkpoints / "landmark" and texture in (None, self.checkpoints / "texture")
+        if own and device in ("auto", str(self.pipeline().device)):
+            return self.pipeline()
+        return Pipeline.from_checkpoints((landmark, texture), device=device, load_texture=texture is not None)
 
     # --- bookkeeping -------------------------------------------------------------------------------
     def _done(self, name: str) -> dict | None:
@@ -99,7 +142,7 @@ class Demo:
 
     @property
     def mini_dir(self) -> Path:
-        return self.out / "mead-mini"
+        return Path(self.o.mini_source) if self.o.mini_source else self.out / "mead-mini"
 
     @property
     def processed_dir(self) -> Path:
@@ -111,10 +154,24 @@ class Demo:
 
     # --- stages -------------------------------------------------------------------------------------
     def make_mini(self) -> dict:
+        if self.o.mini_source:
+            return self._existing_mini(self.mini_dir)
         if self.mini_dir.exists():  # an interrupted earlier attempt: start that stage again
             shutil.rmtree(self.mini_dir)
         info = generate_mini(self.mini_dir, self.o.size, workers=self.o.workers, progress=self.o.progress)
         return {"output": str(self.mini_dir), "splits": info["splits"]}
+
+    @staticmethod
+    def _existing_mini(root: Path) -> dict:
+        info_path = root / "mini.json"
+        if not info_path.is_file():
+            raise InputError(f"--mini {root}: no mini.json there; give a folder made by 'emotalk make-mini'")
+        info = json.loads(info_path.read_text())
+        splits = info.get("splits") or {}
+        if not splits.get("train") or not splits.get("test"):
+            raise InputError(f"--mini {root}: the demo needs training and held-out subjects, mini.json lists "
+                             f"{splits}; make it with at least two variants of a photo (size tiny or small)")
+        return {"output": str(root), "splits": {"train": list(splits["train"]), "test": list(splits["test"])}}
 
     def preprocess(self) -> dict:
         summary = preprocess_dataset("mead-mini", self.mini_dir, self.processed_dir, workers=self.o.workers,
@@ -145,7 +202,7 @@ class Demo:
         speech = synthesize(DEMO_SENTENCE)
         wav = gen_dir / "speech.wav"
         write_wav(wav, speech.audio, speech.sample_rate)
-        pipe = Pipeline.from_checkpoints(self.checkpoints)
+        pipe = self.pipeline()
         videos, tracks = [], {}
         jobs = [(f"{e} (level {i:g})", e, i, "neural") for e, i in self.o.emotions]
         jobs.append((f"blend {self.o.blend}", self.o.blend, 3, "neural"))
@@ -175,16 +232,18 @@ class Demo:
             f"data.clips_per_subject={self.o.eval_clips_per_subject}",
             "metrics.emotion_classifier=null",
             f"metrics.landmark_emotion_classifier={self.checkpoints / 'landmark_emotion'}",
+            f"metrics.landmark_upsample={self.o.eval_landmark_upsample}", f"grid.frames={self.o.grid_frames}",
+            f"metrics.embedding_stride={self.o.eval_embedding_stride}",
             f"progress={str(self.o.progress).lower()}"])
-        res = evaluate(cfg, lambda lm, tex, dev: Pipeline.from_checkpoints((lm, tex), device=dev,
-                                                                      load_texture=tex is not None))
+        trim_eval_config(cfg, self.o.eval_methods, self.o.grid_methods)
+        res = evaluate(cfg, self._eval_pipeline)
         return {"output": res["out_dir"], "tables": res["tables"]}
 
     def emotion_panels(self, splits: dict) -> dict:
         """The report's emotions panel: the held-out subject and the full public-domain photo, each in every
         emotion x level 1-3 saying a short sentence (G_T fine-tuned once per face, per-frame emotions)."""
         out = self.out / "emotions"
-        pipe = Pipeline.from_checkpoints(self.checkpoints)
+        pipe = self.pipeline()
         speech = synthesize(PANEL_SENTENCE)
         held_out = splits["test"][0]
         ref = load_subject(subject_path(self.processed_dir, held_out))
@@ -205,7 +264,7 @@ class Demo:
                                       self.out / "training_curves.png")
         tracks_file = Path(gen["output"]) / "landmark_tracks.npz"
         if tracks_file.is_file():
-            with np.load(tracks_file) as z:
+            with np.load(tracks_file, allow_pickle=False) as z:
                 tracks = {k.replace("_", " "): z[k] for k in z.files}
             audio = load_audio(gen["speech"])
             hop = int(16000 / 30)
@@ -217,12 +276,17 @@ class Demo:
         notes = [f"Identity: held-out mead-mini subject {gen['held_out_subject']} (never seen in training), "
                  f"fine-tuned one-shot for {self.o.finetune_steps} steps. Speech: eSpeak NG saying "
                  f"\"{DEMO_SENTENCE}\" (not in the training sentences)."]
+        if self.machine is not None:
+            notes.append(self.machine.line())
         return write_report(self.out / "report.html", videos=gen["videos"], images=images,
                             tables=list(ev.get("tables", {}).values()), stage_seconds=self.stage_seconds,
                             notes=notes, panels=[EmotionPanel.from_json(p) for p in (emo or {}).get("panels", [])])
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.o.measure_machine:
+            self.machine = measure_matmul_gflops()
+            self.log(f"[demo] {self.machine.line()}")
         mini = self._stage("mini", self.make_mini)
         splits = mini["splits"]
         self._stage("preprocess", self.preprocess)
@@ -237,3 +301,21 @@ class Demo:
         path = self.report(gen, ev, emo)
         self.stage_seconds["report"] = time.perf_counter() - t0
         return path
+
+
+def trim_eval_config(cfg: EvalConfig, methods: tuple[str, ...], grid_methods: tuple[str, ...]) -> EvalConfig:
+    """The demo's evaluation: only the rows in ``methods`` (in the config's order), none of them in Table 4
+    (the ablation table needs the ablation rows the demo skips), and the emotion grid only for
+    ``grid_methods``. Modifies and returns ``cfg``; a name the config lacks is an error, so a renamed row in
+    ``configs/eval/mead-mini.yaml`` cannot silently empty the report's tables."""
+    known = [m.name for m in cfg.methods]
+    missing = [n for n in (*methods, *grid_methods) if n not in known]
+    if missing:
+        raise ConfigError(f"the demo evaluates {missing}, which configs/eval/mead-mini.yaml does not define "
+                          f"(it has {known}); fix DemoOptions.eval_methods / grid_methods")
+    cfg.methods = [m for m in cfg.methods if m.name in methods]
+    for m in cfg.methods:
+        m.tables = [t for t in m.tables if t != "table4"]
+    cfg.grid.methods = [n for n in grid_methods if n in methods]
+    cfg.grid.enabled = bool(cfg.grid.methods)
+    return cfg

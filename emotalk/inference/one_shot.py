@@ -10,9 +10,20 @@ every parameter outside E_T/D_T is frozen, and Adam updates E_T/D_T for ``steps`
 reconstruction of the photo itself: identity = target = the photo, driven landmarks = neutral landmarks
 (heatmap difference zero), emotion = neutral at intensity 1. The loss is ``λ_rec L1 (+ λ_per L_per)`` when
 a perceptual module (eq. 7) is passed.
+
+Speed (issue 16 §2; a step is ~3 forward passes: E_T -> motion network -> D_T forward, then gradients back
+through all of them, because E_T's f_t feeds the frozen motion network too): frozen parameters get no
+weight gradients (``requires_grad`` off; only the input gradients the chain rule needs), the model and the
+photo are in channels_last (oneDNN / cuDNN run NHWC convolutions without reorders), and
+``precision="auto"`` / ``"bf16"`` runs the steps under bf16 autocast (Adam's weights stay fp32). fp32 stays
+the default: on the shared 2-core AMX CPU, interleaved runs showed no gain from bf16 autocast for training
+steps (the per-step weight casts and bf16 backward kernels ate the convolution savings), unlike inference.
+The L1 before/after figures are always fp32. The adapted copy is returned in the ordinary (contiguous)
+layout, so it saves and loads like any checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -25,6 +36,7 @@ from torch import Tensor
 from emotalk.data.datasets.texture import to_tensor_image
 from emotalk.data.emotions import emotion_vector
 from emotalk.errors import InputError
+from emotalk.inference.fast_texture import resolve_precision
 from emotalk.models.losses.reconstruction_loss import reconstruction_loss
 from emotalk.models.texture_generator import TextureGenerator
 
@@ -40,6 +52,7 @@ class OneShotInfo:
     l1_before: float = float("nan")  # reconstruction L1 of the photo by the base model
     l1_after: float = float("nan")  # ... by the adapted copy
     device: str = "cpu"
+    precision: str = "fp32"  # arithmetic of the fine-tuning steps (bf16: autocast where native)
 
 
 def _as_image(image, size: int, device) -> Tensor:
@@ -81,7 +94,7 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
                       perceptual: torch.nn.Module | None = None, lambda_rec: float = 1.0, lambda_per: float = 10.0,
                       betas: tuple[float, float] = (0.5, 0.999), finetune_emotion: Tensor | None = None,
                       device: str | torch.device | None = None, progress: bool = False,
-                      return_info: bool = False):
+                      return_info: bool = False, precision: str = "fp32"):
     """Adapt a copy of ``generator`` to one neutral face; only E_T and D_T change.
 
     image: the face crop at the model's ``image_size``: a (3, S, S) / (1, 3, S, S) tensor in [-1, 1] or an
@@ -94,6 +107,7 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
         the photo shows a neutral face, so this is *not* the emotion the video will be rendered with).
     device: where to fine-tune (default: the generator's device).
     progress: show a tqdm bar over the iterations.
+    precision: ``fp32`` (default), ``bf16`` (autocast) or ``auto`` (bf16 where the device has it natively).
 
     Returns the adapted copy (eval mode), or ``(copy, OneShotInfo)`` with ``return_info=True``. The seconds
     are also logged.
@@ -117,13 +131,16 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
     if perceptual is not None:
         perceptual = perceptual.to(dev).eval()
     opt = torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+    amp = resolve_precision(precision, dev)
+    cast = torch.autocast(dev.type, dtype=amp) if amp != torch.float32 else contextlib.nullcontext()
+    img_cl = img.contiguous(memory_format=torch.channels_last)
 
     def loss_fn(model: TextureGenerator) -> Tensor:
-        out = model(img, lm, lm, emo)["image"]
-        loss = lambda_rec * reconstruction_loss(out, img)
-        if perceptual is not None and lambda_per > 0:
-            loss = loss + lambda_per * perceptual(out, img)
-        return loss
+        with cast:
+            out = model(img_cl, lm, lm, emo)["image"]
+            per = perceptual(out, img) if perceptual is not None and lambda_per > 0 else None
+        loss = lambda_rec * reconstruction_loss(out.float(), img)
+        return loss if per is None else loss + lambda_per * per.float()
 
     with torch.no_grad():
         l1_before = float(reconstruction_loss(adapted(img, lm, lm, emo)["image"], img))
@@ -131,6 +148,7 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
+    adapted.to(memory_format=torch.channels_last)
     from tqdm import tqdm
 
     for _ in tqdm(range(steps), desc="one-shot fine-tuning", unit="step", disable=not progress, leave=False):
@@ -142,13 +160,14 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
+    adapted.to(memory_format=torch.contiguous_format)
     for n, p in adapted.named_parameters():
         p.requires_grad_(flags[n])
         p.grad = None
     with torch.no_grad():
         l1_after = float(reconstruction_loss(adapted(img, lm, lm, emo)["image"], img))
     info = OneShotInfo(steps=steps, lr=lr, seconds=seconds, losses=losses, l1_before=l1_before,
-                       l1_after=l1_after, device=str(dev))
+                       l1_after=l1_after, device=str(dev), precision="fp32" if amp == torch.float32 else "bf16")
     log.info("one-shot fine-tuning: %d steps in %.2f s on %s (L1 %.4f -> %.4f)", steps, seconds, dev,
              l1_before, l1_after)
     return (adapted, info) if return_info else adapted

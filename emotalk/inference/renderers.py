@@ -9,7 +9,9 @@ Renderers are registered by name in :data:`RENDERERS` (:func:`register_renderer`
 ``neural``  G_T (:class:`NeuralRenderer`): the photo crop's background replaced by the training backdrop
             (appendix "Background Replacement"; the colour comes from the texture checkpoint's metadata),
             one-shot fine-tuning of a copy of E_T/D_T on it (§4.1), E_T run once; every frame then costs
-            one pass of the flow/decoder part.
+            one pass of the flow/decoder part, run by the inference-only G_T of
+            :mod:`emotalk.inference.fast_texture` (BatchNorm folded, channels_last, bf16 where native,
+            frames per pass chosen by measurement).
 ``warp``    a piecewise-affine warp of the photo crop with a drawn mouth interior
             (:mod:`emotalk.data.face.warp`): no G_T, a fast preview and an evaluation baseline.
 
@@ -27,11 +29,12 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from emotalk.data.datasets.texture import from_tensor_image, resize_crop, to_tensor_image
+from emotalk.data.datasets.texture import resize_crop, to_tensor_image
 from emotalk.data.face.background import DEFAULT_BACKGROUND_RGB, person_mask, replace_background
 from emotalk.data.face.warp import FaceWarper, render_frame
 from emotalk.data.loading import LoadedModel
 from emotalk.errors import CheckpointError, InputError
+from emotalk.inference.fast_texture import FastTextureGenerator, default_tuner, render_batches
 from emotalk.inference.one_shot import OneShotInfo, one_shot_finetune
 from emotalk.inference.photo import Photo
 from emotalk.models.face_graph import eye_distance
@@ -58,17 +61,19 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 class NeuralRenderer:
     """G_T on one photo: (background-replaced) identity crop, optional one-shot fine-tuning, E_T once.
 
-    ``emotion``: G_T's control vector ``(E + I,)`` used when a call gives none."""
+    ``emotion``: G_T's control vector ``(E + I,)`` used when a call gives none. ``precision``: ``auto``
+    (bf16 where the device runs it natively, else fp32), ``fp32`` or ``bf16``.
+    ``batch_size`` is what the pipeline should hand over per call; inside a call the frames go through
+    G_T in batches that :class:`~emotalk.inference.fast_texture.BatchTuner` measured to be fastest."""
 
     name = "neural"
 
     def __init__(self, generator, photo: Photo, emotion: np.ndarray, device: torch.device,
                  finetune_steps: int = 5, background_rgb=None, alpha: np.ndarray | None = None,
-                 progress: bool = False, finetune_kwargs: dict | None = None):
+                 progress: bool = False, finetune_kwargs: dict | None = None, precision: str = "auto"):
         self.device = device
         self.S = photo.crop_size
         self.s = int(generator.cfg.image_size)
-        self.batch_size = 32 if device.type == "cuda" else 8
         identity = photo.crop if alpha is None else replace_background(photo.crop, alpha, background_rgb)
         self.identity_crop = identity
         img, lm = resize_crop(identity, photo.crop_landmarks, self.s)
@@ -82,8 +87,13 @@ class NeuralRenderer:
                 generator, self.identity, self.identity_landmarks, int(finetune_steps), device=device,
                 progress=progress, return_info=True, **(finetune_kwargs or {}))
         self.G = generator.eval()
-        with torch.no_grad():
-            self.features = self.G.encode_identity(self.identity)
+        self.fast = FastTextureGenerator(self.G, precision=precision, device=device)
+        self.fast_identity = self.fast.encode_identity(self.identity)
+        self.tuner = default_tuner(self.fast)
+
+    @property
+    def batch_size(self) -> int:
+        return self.tuner.default
 
     def _emotion_tensor(self, emotion: np.ndarray) -> torch.Tensor:
         e = np.asarray(emotion, np.float32)
@@ -96,8 +106,10 @@ class NeuralRenderer:
         emo = self.emotion if emotion is None else self._emotion_tensor(emotion)
         if emo.shape[0] not in (1, driven.shape[0]):
             raise InputError(f"{driven.shape[0]} frames but {emo.shape[0]} emotion vectors")
-        out = self.G(self.features, self.identity_landmarks, driven, emo)["image"]
-        return [_resize(from_tensor_image(x), self.S) for x in out]
+        out = render_batches(self.fast, self.fast_identity, self.identity_landmarks, driven, emo, self.tuner)
+        # to uint8 on the device, then one copy to the host for the whole batch (not one per frame)
+        frames = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [_resize(x, self.S) for x in frames]
 
 
 class WarpRenderer:
@@ -127,6 +139,7 @@ class RenderRequest:
     finetune_steps: int = 5
     background: bool = True  # replace the photo's background by the training backdrop before G_T
     progress: bool = False
+    precision: str = "auto"  # G_T's arithmetic: auto (bf16 where native), fp32 or bf16
 
 
 @dataclass
@@ -188,7 +201,8 @@ def _neural(req: RenderRequest) -> PreparedRenderer:
         rgb = training_background(req.texture)
     # the fine-tuning bar only on a terminal (a few steps; in logs it would be noise)
     bar = req.progress and bool(getattr(sys.stderr, "isatty", lambda: False)())
-    r = NeuralRenderer(req.texture.module, req.photo, req.emotion, req.device, req.finetune_steps, rgb, alpha, bar)
+    r = NeuralRenderer(req.texture.module, req.photo, req.emotion, req.device, req.finetune_steps, rgb, alpha, bar,
+                       precision=req.precision)
     return PreparedRenderer(r, alpha, rgb, r.finetune_info)
 
 

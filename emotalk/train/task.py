@@ -7,6 +7,7 @@ the training loop.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +38,12 @@ class TrainerConfig:
     ddp_find_unused_parameters: bool = False
 
     def validate(self) -> None:
-        if self.steps < 0 or self.batch_size < 1:
-            raise ConfigError("train.steps must be >= 0 and train.batch_size >= 1")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(f"train.steps must be >= 1 and train.batch_size >= 1, got steps={self.steps}, "
+                              f"batch_size={self.batch_size}; e.g. train.steps=1000 train.batch_size=32")
+        if self.num_workers < 0 or self.keep_checkpoints < 0 or self.val_every < 0 or self.val_batches < 0:
+            raise ConfigError("train.num_workers, train.keep_checkpoints, train.val_every and train.val_batches "
+                              "must be >= 0")
         if self.ckpt_every < 1 or self.log_every < 1:
             raise ConfigError("train.ckpt_every and train.log_every must be >= 1")
 
@@ -51,6 +56,17 @@ class OptimConfig:
     #: per-module learning-rate overrides, e.g. {discriminator: 1e-4}
     lr_overrides: dict[str, float] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Out-of-range values fail here, at load time, not as NaN losses (or no learning) hours later."""
+        for name, lr in {"optim.lr": self.lr, **{f"optim.lr_overrides.{k}": v
+                                                 for k, v in self.lr_overrides.items()}}.items():
+            if not (math.isfinite(lr) and lr > 0):
+                raise ConfigError(f"{name} must be a positive number such as 2e-4, got {lr!r}")
+        if not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1) such as [0.5, 0.999], got {list(self.betas)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay!r}")
+
 
 class Task:
     """What a trainable system provides. Subclasses set ``kind`` and implement the hooks.
@@ -59,6 +75,10 @@ class Task:
     """
 
     kind: str = "task"
+    #: mixed precision on CUDA when ``train.amp``; False keeps a task in fp32 (G_L: small, LSTM)
+    use_amp: bool = True
+    #: the trainer's device, set before :meth:`build_modules` (e.g. SyncBatchNorm only on CUDA)
+    device: torch.device = torch.device("cpu")
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -83,6 +103,8 @@ class Task:
 
     # --- steps ---
     def train_step(self, batch: Any, ctx: "StepContext") -> dict[str, float]:
+        """One optimisation step; returns log values, best as detached 0-d tensors: the trainer turns them
+        into Python floats only on log steps (a float() every step makes the CPU wait for the GPU)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -106,6 +128,15 @@ class StepContext:
         self.models, self.raw, self.optimizers = models, raw, optimizers
         self.device, self.amp_dtype, self.scaler, self.grad_clip = device, amp_dtype, scaler, grad_clip
         self.step_index = 0
+        #: set by the trainer: log values stay detached tensors on the device until a log step
+        self.keep_logs_on_device = False
+
+    def log_values(self, logs: dict) -> dict:
+        """A train step's log values: detached tensors when the trainer reads them only on log steps
+        (no CPU-GPU synchronisation per step), else Python floats (tasks called directly, tests)."""
+        if self.keep_logs_on_device:
+            return {k: v.detach() if torch.is_tensor(v) else v for k, v in logs.items()}
+        return {k: float(v) for k, v in logs.items()}
 
     def autocast(self):
         if self.amp_dtype is None:

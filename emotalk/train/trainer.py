@@ -2,9 +2,10 @@
 
 A *task* (see :class:`Task`) owns its models and losses; the :class:`Trainer` owns everything else:
 
-- device selection (:func:`emotalk.utils.device.select_device`: ``cuda:<LOCAL_RANK>`` when available,
-  else CPU) and AMP on CUDA only
-  (bf16 where supported, else fp16 with a gradient scaler);
+- device selection (:func:`emotalk.utils.device.select_device`: ``cuda:<LOCAL_RANK % device_count>`` when
+  available, else CPU), ``cudnn.benchmark`` and channels_last weights on CUDA (shapes are fixed), and AMP
+  on CUDA only (bf16 where the GPU has it natively, else fp16 with a gradient scaler; a task may opt out
+  with ``Task.use_amp = False``, as G_L does: its LSTM gains nothing and loses precision);
 - multi-process data parallelism under ``torchrun`` (DistributedDataParallel; NCCL on CUDA, gloo on CPU);
 - deterministic, resumable batch sampling: the batch of global step ``s`` is a pure function of
   ``(seed, s)``, so a resumed run sees exactly the batches an uninterrupted run would;
@@ -12,6 +13,14 @@ A *task* (see :class:`Task`) owns its models and losses; the :class:`Trainer` ow
   through :mod:`logging`) and a tqdm bar;
 - checkpoints every ``ckpt_every`` steps as safetensors + JSON (see :mod:`emotalk.data.io.checkpoint`),
   written atomically, and exact resume of models, optimisers, step, gradient scaler and all RNG states.
+
+Multi-GPU batch and learning rate: ``train.batch_size`` is the *global* batch, split evenly over the
+processes (checked before any model is built). The paper's G_T batch of 4 over 4-8 GPUs leaves 1 image
+per GPU: BatchNorm then needs SyncBatchNorm (the texture task switches it on when the trainer runs on
+CUDA with more than one process) and every step all-reduces G_T's gradients (~120 MB) for one image of
+work. Prefer scaling the batch with the GPUs (``train.batch_size = 4 × GPUs``) and the learning rate with
+it: linearly for plain SGD-like behaviour, or by √k for Adam, with a short warm-up; keep at least 2
+images per GPU.
 
 The task interface (:class:`Task`, :class:`StepContext`, the ``train``/``optim`` config sections) is in
 :mod:`emotalk.train.task`, the sampling/RNG/process plumbing in :mod:`emotalk.train.runtime`; both are
@@ -31,17 +40,27 @@ from torch.utils.data import DataLoader
 
 from emotalk.config import dump_config, to_dict
 from emotalk.data.io import checkpoint as ckpt
-from emotalk.errors import CheckpointError, ConfigError, DataError, InputError
+from emotalk.errors import CheckpointError, ConfigError, DataError, EmotalkError, InputError
 from emotalk.train.runtime import (StepBatchSampler, dist_info, rng_state, seed_everything, set_rng_state,
                                    tensors_to)
 from emotalk.train.task import OptimConfig, StepContext, Task, TrainerConfig
-from emotalk.utils.device import select_device
-from emotalk.utils.io import atomic_write_text
+from emotalk.utils.device import amp_dtype_for, select_device
+from emotalk.utils.io import atomic_write_text, missing_folders, remove_created_folders
+from emotalk.utils.lock import FolderLock
 
 __all__ = ["OptimConfig", "StepBatchSampler", "StepContext", "Task", "Trainer", "TrainerConfig",
            "seed_everything", "select_device"]
 
 logger = logging.getLogger(__name__)
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader workers: OpenCV's own thread pool off (JPEG decode and resize run one per worker;
+    ``num_workers`` processes each spawning a pool per core oversubscribe the CPU that feeds the GPU)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 class Trainer:
@@ -57,11 +76,11 @@ class Trainer:
 
     # --- distributed ---
     def _init_distributed(self) -> None:
+        if self.device.type == "cuda":  # also for one process: allocations and NCCL go to this GPU
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
         if self.world > 1 and not dist.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
 
     @property
     def is_main(self) -> bool:
@@ -114,7 +133,9 @@ class Trainer:
         return path
 
     def _restore(self, path: str | Path) -> None:
-        tensors, meta = ckpt.load_checkpoint(path, kind=self.task.kind)
+        tensors, meta = ckpt.load_resume_checkpoint(path, kind=self.task.kind)  # damaged newest -> previous
+        data_root = getattr(getattr(self.cfg, "data", None), "root", None)  # what sets feature sizes
+        ckpt.check_same_model(meta, to_dict(self.cfg).get("model", {}), f"data.root={data_root}")
         for name, m in self.modules.items():
             ckpt.load_module(m, tensors, name)
         for name, opt in self.optimizers.items():
@@ -190,24 +211,46 @@ class Trainer:
         return self._reduce({k: v / max(n, 1) for k, v in sums.items()})
 
     def fit(self) -> dict:
-        """Train to ``train.steps``; returns the last logged training row."""
+        """Train to ``train.steps``; returns the last logged training row. The run folder is locked for the
+        whole call (:class:`~emotalk.utils.lock.FolderLock`): a second trainer into it refuses."""
+        created = missing_folders(self.run_dir)
+        lock = FolderLock(self.tc.run_dir, f"training {self.task.kind}") if self.rank == 0 else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            return self._fit()
+        except (EmotalkError, OSError):
+            # refused (bad data, config, checkpoint) or out of disk before anything was saved: leave no
+            # run folder with nothing in it worth keeping
+            if created and self.is_main and ckpt.latest_checkpoint(self.run_dir / "checkpoints") is None:
+                remove_created_folders(created, contents=True)
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self) -> dict:
         tc = self.tc
         try:
             self.device = select_device(tc.device, self.local_rank)
         except InputError as e:
             raise ConfigError(f"train.device: {e}") from None
+        if tc.batch_size % self.world:  # before any model is built or data is read
+            raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by the number of "
+                              f"processes ({self.world}); use a multiple of {self.world}")
         self._init_distributed()
         seed_everything(tc.seed + self.rank)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
+        self.task.device = self.device  # e.g. SyncBatchNorm only when the trainer itself runs on CUDA
         self.modules = {k: m.to(self.device) for k, m in self.task.build_modules().items()}
+        if self.device.type == "cuda":  # NHWC convolutions: tensor cores without layout reorders
+            self.modules = {k: m.to(memory_format=torch.channels_last) for k, m in self.modules.items()}
         self.optimizers = self.task.build_optimizers(self.modules)
         amp_dtype, self.scaler = None, None
-        if tc.amp and self.device.type == "cuda":
-            if torch.cuda.is_bf16_supported():
-                amp_dtype = torch.bfloat16
-            else:
-                amp_dtype = torch.float16
+        if tc.amp and getattr(self.task, "use_amp", True):
+            amp_dtype = amp_dtype_for(self.device)
+            if amp_dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
         if self.resume_from is not None:
             self._restore(self.resume_from)
@@ -226,18 +269,17 @@ class Trainer:
                 wrapped[name] = m
         ctx = StepContext(wrapped, self.modules, self.optimizers, self.device, amp_dtype, self.scaler,
                           tc.grad_clip)
+        ctx.keep_logs_on_device = True  # floats only on log steps (below)
 
         train_set, self.val_set = self.task.build_datasets()
         if len(train_set) == 0:
             raise DataError("the training dataset is empty; check data.root and data.subjects")
-        if tc.batch_size % self.world:
-            raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by the number of "
-                              f"processes ({self.world})")
         sampler = StepBatchSampler(len(train_set), tc.batch_size, tc.seed, self.rank, self.world, self.step)
         # the loader gets its own generator so creating its iterator never draws from the global RNG
         # (which would shift a resumed run against an uninterrupted one)
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=tc.num_workers,
                             pin_memory=self.device.type == "cuda",
+                            worker_init_fn=worker_init if tc.num_workers > 0 else None,
                             generator=torch.Generator().manual_seed(tc.seed + self.step))
 
         self.writer = None

@@ -57,6 +57,11 @@ class ColorAugmentConfig:
             raise ConfigError("data.augment.gamma must be >= 0 and data.augment.illumination in [0, 1)")
 
 
+def _luma(x: Tensor) -> Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) Rec. 601 luma, with Python-float weights (no host-to-device copy)."""
+    return x[:, 0:1] * _LUMA[0] + x[:, 1:2] * _LUMA[1] + x[:, 2:3] * _LUMA[2]
+
+
 def _uniform(u: Tensor, amount: float) -> Tensor:
     """Map U(0, 1) draws to ``[1 - amount, 1 + amount]``."""
     return 1.0 + amount * (2 * u - 1)
@@ -86,17 +91,36 @@ def sample_params(batch: int, cfg: ColorAugmentConfig, generator: torch.Generato
     return params
 
 
+def params_to(params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+    """All parameters to ``device`` in one (non-blocking) copy: packed into one ``(B, n)`` CPU tensor
+    (pinned when the target is a GPU), moved once, then viewed apart; one copy per parameter would make
+    the CPU wait for the GPU once each."""
+    if all(v.device == torch.device(device) and v.dtype == dtype for v in params.values()):
+        return params
+    keys = list(params)
+    cols = [params[k].reshape(params[k].shape[0], -1).to(torch.float32) for k in keys]
+    packed = torch.cat(cols, dim=1)
+    if torch.device(device).type == "cuda":
+        packed = packed.pin_memory()
+    packed = packed.to(device, dtype, non_blocking=True)
+    out, i = {}, 0
+    for k, c in zip(keys, cols):
+        n = c.shape[1]
+        out[k] = packed[:, i:i + n].reshape(params[k].shape)
+        i += n
+    return out
+
+
 def apply_params(image01: Tensor, params: dict[str, Tensor], centre: Tensor) -> Tensor:
     """Apply sampled parameters to ``(B, 3, H, W)`` images in [0, 1]; ``centre`` (B,) is the contrast pivot."""
     B, _, H, W = image01.shape
     dev, dt = image01.device, image01.dtype
-    p = {k: v.to(dev, dt) for k, v in params.items()}
-    luma_w = torch.tensor(_LUMA, device=dev, dtype=dt).view(1, 3, 1, 1)
+    p = params_to(params, dev, dt)
     x = image01 * p["gain"].view(B, 3, 1, 1)
     x = x * p["brightness"].view(B, 1, 1, 1)
     c = centre.to(dev, dt).view(B, 1, 1, 1)
     x = (x - c) * p["contrast"].view(B, 1, 1, 1) + c
-    luma = (x * luma_w).sum(1, keepdim=True)
+    luma = _luma(x)
     x = (x - luma) * p["saturation"].view(B, 1, 1, 1) + luma
     x = x.clamp(0, 1) ** p["gamma"].view(B, 1, 1, 1)
     ys = (torch.arange(H, device=dev, dtype=dt) * 2 + 1) / H - 1
@@ -124,10 +148,9 @@ def augment_consistent(*images: Tensor, cfg: ColorAugmentConfig | None = None,
     if not cfg.enabled:
         return tuple(images)
     lo, hi = value_range
-    params = sample_params(B, cfg, generator)
     first01 = (images[0] - lo) / (hi - lo)
-    luma_w = torch.tensor(_LUMA, device=first01.device, dtype=first01.dtype).view(1, 3, 1, 1)
-    centre = (first01 * luma_w).sum(1).mean(dim=(1, 2))
+    params = params_to(sample_params(B, cfg, generator), first01.device, first01.dtype)
+    centre = _luma(first01)[:, 0].mean(dim=(1, 2))
     out = []
     for im in images:
         x01 = (im - lo) / (hi - lo)

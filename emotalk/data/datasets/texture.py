@@ -11,10 +11,16 @@ Each item is one video frame ``t`` of one clip, resized to the model's ``image_s
 Landmarks use the pixel-index convention (pixel centres at integers) and are rescaled with
 ``x' = (x + 0.5) · S / S_crop - 0.5``, matching ``cv2.resize``. Subjects are chosen by the caller (the
 task splits by subject, :func:`emotalk.data.datasets.splits.split_subjects`). Clip metadata is indexed once;
-frames are decoded on demand with a small per-process LRU cache of clips, so the dataset scales to MEAD.
+frames are decoded on demand. Clips are uncompressed ``.npz`` files (``np.savez``), so a frame is read as
+three byte ranges of its file (its two JPEG offsets, its landmark row, its JPEG bytes; :func:`stored_layout`
+finds where each array's data starts): with frames shuffled across thousands of clips a whole-clip cache
+would almost never hit at MEAD scale and every frame would cost a whole clip's read. Clips written
+otherwise (compressed) fall back to reading whole arrays through a small per-process LRU cache of clips.
 """
 from __future__ import annotations
 
+import struct
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emotalk.data.io.clip import list_clips, load_subject, subject_path
-from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, emotion_vector
+from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, control_level, emotion_vector, trains_on
 from emotalk.errors import DataError
 
 
@@ -63,6 +69,46 @@ def _read_keys(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
                         f"re-run preprocessing") from None
 
 
+def stored_layout(path: str | Path, keys: Sequence[str]) -> dict[str, tuple[int, np.dtype, tuple]] | None:
+    """Where the raw data of each array ``key`` starts in an uncompressed ``.npz``: ``{key: (file offset,
+    dtype, shape)}``; None when any of them is compressed, Fortran-ordered or missing (then read whole)."""
+    out = {}
+    try:
+        with open(path, "rb") as f:
+            with zipfile.ZipFile(f) as zf:
+                infos = {k: zf.getinfo(k + ".npy") for k in keys}
+            for k, info in infos.items():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    return None
+                f.seek(info.header_offset)
+                local = f.read(30)
+                if local[:4] != b"PK\x03\x04":
+                    return None
+                name_len, extra_len = struct.unpack("<HH", local[26:30])
+                f.seek(info.header_offset + 30 + name_len + extra_len)
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f)
+                if fortran or dtype.hasobject:
+                    return None
+                out[k] = (f.tell(), dtype, tuple(shape))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return out
+
+
+def _read_rows(f, layout: tuple[int, np.dtype, tuple], start: int, count: int) -> np.ndarray:
+    """Rows ``start .. start + count`` of a C-ordered array stored at ``layout`` in the open file ``f``."""
+    offset, dtype, shape = layout
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    f.seek(offset + start * row)
+    data = f.read(count * row)
+    if len(data) != count * row:
+        raise DataError(f"{getattr(f, 'name', 'clip')}: truncated clip file; re-run preprocessing")
+    return np.frombuffer(data, dtype=dtype).reshape((count,) + tuple(shape[1:]))
+
+
 class TextureFrameDataset(Dataset):
     """Frames of the processed clips of ``subjects`` (all subjects when None) under ``root``."""
 
@@ -92,9 +138,9 @@ class TextureFrameDataset(Dataset):
                 skipped_no_frames += 1
                 continue
             emotion = str(meta["emotion"].item()) if "emotion" in meta else "neutral"
-            if emotion not in self.emotions:
+            if not trains_on(emotion, self.emotions):
                 continue
-            level = min(max(int(meta["intensity"].item()) if "intensity" in meta else 1, 1), intensity_levels)
+            level = control_level(int(meta["intensity"].item()) if "intensity" in meta else 1, intensity_levels)
             subject = str(meta["subject"].item()) if "subject" in meta else p.parent.name
             T = int(meta["crop_landmarks"].shape[0])
             ci = len(self.clips)
@@ -112,6 +158,7 @@ class TextureFrameDataset(Dataset):
             pick = np.linspace(0, len(self.index) - 1, max_frames).round().astype(np.int64)
             self.index = self.index[pick]
         self._cache: OrderedDict[int, dict] = OrderedDict()
+        self._layouts: dict[int, dict | None] = {}  # clip -> stored_layout (a few numbers per clip)
         self._subjects: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
@@ -151,12 +198,30 @@ class TextureFrameDataset(Dataset):
         """Decoded crop (S, S, 3) uint8 and its landmarks (68, 2) at the dataset's image size."""
         import cv2
 
-        a = self._clip_arrays(ci)
-        lo, hi = int(a["frames_offsets"][t]), int(a["frames_offsets"][t + 1])
-        bgr = cv2.imdecode(a["frames_jpeg"][lo:hi], cv2.IMREAD_COLOR)
+        jpeg, lm = self._frame_bytes(ci, t)
+        bgr = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
         if bgr is None:
             raise DataError(f"{self.clips[ci]['path']}: frame {t} is not a valid JPEG; re-run preprocessing")
-        return resize_crop(bgr[..., ::-1], a["crop_landmarks"][t], self.image_size)
+        return resize_crop(bgr[..., ::-1], lm.astype(np.float32), self.image_size)
+
+    def _frame_bytes(self, ci: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``t``'s JPEG bytes and landmarks: byte ranges of the clip file, else whole arrays."""
+        keys = ("frames_jpeg", "frames_offsets", "crop_landmarks")
+        if ci not in self._layouts:
+            self._layouts[ci] = stored_layout(self.clips[ci]["path"], keys)
+        layout = self._layouts[ci]
+        if layout is None:
+            a = self._clip_arrays(ci)
+            lo, hi = int(a["frames_offsets"][t]), int(a["frames_offsets"][t + 1])
+            return a["frames_jpeg"][lo:hi], a["crop_landmarks"][t]
+        try:
+            with open(self.clips[ci]["path"], "rb") as f:
+                lo, hi = (int(v) for v in _read_rows(f, layout["frames_offsets"], t, 2))
+                lm = _read_rows(f, layout["crop_landmarks"], t, 1)[0]
+                jpeg = _read_rows(f, layout["frames_jpeg"], lo, hi - lo)
+        except FileNotFoundError:
+            raise DataError(f"{self.clips[ci]['path']}: clip file not found") from None
+        return jpeg, lm
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ci, t = (int(v) for v in self.index[i])

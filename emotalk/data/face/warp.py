@@ -67,11 +67,29 @@ class FaceWarper:
         ys, xs = np.mgrid[0:self.h, 0:self.w]
         self._xs = xs.astype(np.float32)
         self._ys = ys.astype(np.float32)
+        # triangles with a landmark corner move; those spanned by anchors alone never do (their affine map is
+        # the identity), so only the box around the moving ones needs warping in each frame
+        self._moving = (self.triangles < len(self.neutral)).any(axis=1)
 
-    def maps(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Backward maps (x, y) float32 (H, W): destination pixel -> source pixel, for 68 new points."""
+    def moving_box(self, points: np.ndarray, margin: int = 2) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``: the pixels the moving triangles cover for landmarks ``points`` (and at rest),
+        plus ``margin``; outside it the warp is the identity."""
+        dst = np.concatenate([np.asarray(points, np.float64), self.anchors])
+        corners = np.concatenate([dst[self.triangles[self._moving]].reshape(-1, 2),
+                                  self.src[self.triangles[self._moving]].reshape(-1, 2)])
+        x0 = int(max(np.floor(corners[:, 0].min()) - margin, 0))
+        y0 = int(max(np.floor(corners[:, 1].min()) - margin, 0))
+        x1 = int(min(np.ceil(corners[:, 0].max()) + margin + 1, self.w))
+        y1 = int(min(np.ceil(corners[:, 1].max()) + margin + 1, self.h))
+        return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+    def maps(self, points: np.ndarray, box: tuple[int, int, int, int] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Backward maps (x, y) float32: destination pixel -> source pixel, for 68 new points; (H, W) for the
+        whole frame, or for the pixels of ``box`` = ``(x0, y0, x1, y1)`` only (values stay in frame pixels)."""
         import cv2
 
+        x0, y0, x1, y1 = box if box is not None else (0, 0, self.w, self.h)
         dst = np.concatenate([np.asarray(points, np.float64), self.anchors])
         tri = self.triangles
         d = dst[tri]  # (T, 3, 2)
@@ -82,22 +100,30 @@ class FaceWarper:
         ok = np.abs(det) > 1e-6
         M = np.zeros((len(tri), 2, 3))
         M[ok] = np.transpose(np.linalg.solve(D[ok], s[ok]), (0, 2, 1))
-        index = np.zeros((self.h, self.w), dtype=np.int32)  # 0 = no triangle (identity)
-        fixed = (d * 16).round().astype(np.int32)
+        index = np.zeros((y1 - y0, x1 - x0), dtype=np.int32)  # 0 = no triangle (identity)
+        fixed = ((d - [x0, y0]) * 16).round().astype(np.int32)  # the same rounding as in frame pixels
         for k in np.nonzero(ok)[0]:
             cv2.fillConvexPoly(index, fixed[k], int(k) + 1, lineType=cv2.LINE_8, shift=4)
         Mf = np.concatenate([np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]), M]).astype(np.float32)
-        A = Mf[index]  # (H, W, 2, 3)
-        mx = A[..., 0, 0] * self._xs + A[..., 0, 1] * self._ys + A[..., 0, 2]
-        my = A[..., 1, 0] * self._xs + A[..., 1, 1] * self._ys + A[..., 1, 2]
+        xs, ys = self._xs[y0:y1, x0:x1], self._ys[y0:y1, x0:x1]
+        mx = Mf[:, 0, 0][index] * xs + Mf[:, 0, 1][index] * ys + Mf[:, 0, 2][index]
+        my = Mf[:, 1, 0][index] * xs + Mf[:, 1, 1][index] * ys + Mf[:, 1, 2][index]
         return mx, my
 
     def warp(self, points: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+        """The photo (or ``image``, same size) warped to ``points``: only the box the moving triangles reach
+        is remapped (about half of a 256x256 frame); the rest is the source pixels, exactly what the identity
+        map of the anchor-only triangles gives."""
         import cv2
 
-        mx, my = self.maps(points)
         src = self.image if image is None else image
-        return cv2.remap(src, mx, my, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        box = self.moving_box(points)
+        x0, y0, x1, y1 = box
+        mx, my = self.maps(points, box)
+        out = np.array(src, copy=True)
+        out[y0:y1, x0:x1] = cv2.remap(src, mx, my, interpolation=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REPLICATE)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -165,15 +191,18 @@ def draw_mouth_interior(frame: np.ndarray, landmarks: np.ndarray, unit: float, t
         return frame
     s = supersample
     H, W = (y1 - y0) * s, (x1 - x0) * s
-    # supersampled pixel centres in frame coordinates
-    xs = x0 + (np.arange(W) + 0.5) / s - 0.5
-    ys = y0 + (np.arange(H) + 0.5) / s - 0.5
+    # supersampled pixel centres in frame coordinates; the per-pixel shading runs in float32 (half the memory
+    # traffic of float64 on these (H*s, W*s, 3) arrays; the result is rounded to uint8 anyway)
+    xs = (x0 + (np.arange(W) + 0.5) / s - 0.5).astype(np.float32)
+    ys = (y0 + (np.arange(H) + 0.5) / s - 0.5).astype(np.float32)
     mask = np.zeros((H, W), np.uint8)
     pts = np.round((poly - [x0 - 0.5 + 0.5 / s, y0 - 0.5 + 0.5 / s]) * s * 16).astype(np.int32)
     cv2.fillPoly(mask, [pts], 255, lineType=cv2.LINE_AA, shift=4)
-    upper_lip = _curve(up_c, xs)  # (W,)
-    lower_lip = _curve(lo_c, xs)
+    upper_lip = _curve(up_c, xs).astype(np.float32)  # (W,)
+    lower_lip = _curve(lo_c, xs).astype(np.float32)
     cx, cy = float(teeth_centre[0]), float(teeth_centre[1])
+    unit = float(unit)
+    cavity_rgb, teeth_rgb, tongue_rgb = (c.astype(np.float32) for c in (CAVITY_RGB, TEETH_RGB, TONGUE_RGB))
     du = (xs - cx) / unit  # horizontal offset from the midline, canonical units
     Y = ys[:, None]
     # incisal edges: a smile arc (higher towards the canines), lower teeth follow the jaw
@@ -182,14 +211,14 @@ def draw_mouth_interior(frame: np.ndarray, landmarks: np.ndarray, unit: float, t
     lower_edge = upper_edge + max(jaw - overbite, 0.0) + 0.6 * du ** 2 * unit * min(jaw / (0.1 * unit), 1.0)
     lower_root = lower_edge + 0.11 * unit
     # cavity colour: darkest in the depth, lighter towards the lips and the corners
-    gap = np.maximum(lower_lip - upper_lip, 1e-3)
+    gap = np.maximum(lower_lip - upper_lip, np.float32(1e-3))
     depth = np.clip((Y - upper_lip[None]) / gap[None], 0, 1)
     shade = 0.75 + 0.25 * np.abs(2 * depth - 1) + 0.15 * np.clip(np.abs(du) / 0.3, 0, 1)[None]
-    color = CAVITY_RGB[None, None] * shade[..., None]
+    color = cavity_rgb[None, None] * shade[..., None]
     # tongue behind the lower incisors once the jaw is open
     tongue_h = np.clip(0.45 * (lower_edge - upper_edge), 0, 0.06 * unit) * np.clip(1 - (du / 0.2) ** 2, 0, 1)
     tongue = (Y > (lower_edge - tongue_h)[None]) & (Y <= lower_edge[None])
-    tcol = TONGUE_RGB * (0.8 + 0.2 * np.clip(1 - np.abs(du) / 0.2, 0, 1))[:, None]
+    tcol = tongue_rgb * (0.8 + 0.2 * np.clip(1 - np.abs(du) / 0.2, 0, 1))[:, None]
     color = np.where(tongue[..., None], np.broadcast_to(tcol[None], color.shape), color)
     # teeth: canine to canine bright, premolars towards the corners in shadow; faint gaps between teeth
     span = np.clip(1.0 - np.clip((np.abs(du) - 0.17) / 0.2, 0, 1), 0, 1)
@@ -201,8 +230,8 @@ def draw_mouth_interior(frame: np.ndarray, landmarks: np.ndarray, unit: float, t
     lower_teeth = (Y >= lower_edge[None]) & (Y <= lower_root[None])
     vert_up = 1.0 - 0.25 * np.clip((upper_edge[None] - Y) / (0.1 * unit), 0, 1)  # shadow under the lip
     vert_lo = 0.9 - 0.25 * np.clip((Y - lower_edge[None]) / (0.1 * unit), 0, 1)
-    tcolor_up = TEETH_RGB[None, None] * (tshade[None] * vert_up)[..., None]
-    tcolor_lo = TEETH_RGB[None, None] * (tshade[None] * vert_lo)[..., None]
+    tcolor_up = teeth_rgb[None, None] * (tshade[None] * vert_up)[..., None]
+    tcolor_lo = teeth_rgb[None, None] * (tshade[None] * vert_lo)[..., None]
     color = np.where(upper_teeth[..., None], tcolor_up, color)
     color = np.where(lower_teeth[..., None], tcolor_lo, color)
     # a thin shadow right inside the lips
@@ -219,7 +248,7 @@ def draw_mouth_interior(frame: np.ndarray, landmarks: np.ndarray, unit: float, t
         tint = (skin / max(lum, 1.0)) ** 0.3  # follow the scene's white balance a little
     else:
         lum, tint = 150.0, np.ones(3)
-    color = color * (np.clip(lum / 165.0, 0.6, 1.15) ** 0.6) * tint[None, None]
+    color = color * np.float32(np.clip(lum / 165.0, 0.6, 1.15) ** 0.6) * tint.astype(np.float32)[None, None]
     # downsample (box filter) and composite
     color_ds = color.reshape(y1 - y0, s, x1 - x0, s, 3).mean(axis=(1, 3))
     alpha = mask.astype(np.float64).reshape(y1 - y0, s, x1 - x0, s).mean(axis=(1, 3)) / 255.0

@@ -35,7 +35,6 @@ with ``c = round(t * r / fps)`` (for ``deepspeech``, ``r = fps`` after resamplin
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,8 +301,10 @@ def find_deepspeech_file(ds_dir: str | Path, subject: str, clip_id: str,
 # --------------------------------------------------------------------------------------------------
 # phonemes (pocketsphinx)
 # --------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
 def _phone_decoder(lw: float, beam: float, pbeam: float):
+    """A fresh decoder per utterance (~20 ms): a cached one carries its live cepstral-mean estimate from one
+    clip into the next, so the same audio decoded after different clips gave different phones (97 % equal),
+    and preprocessing with several workers depended on clip order."""
     try:
         import pocketsphinx as ps
     except ImportError:

@@ -142,9 +142,10 @@ class PerceptualLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         if pred.shape != target.shape:
             raise ValueError(f"perceptual loss: shapes {tuple(pred.shape)} and {tuple(target.shape)} differ")
-        B = pred.shape[0]
-        feats = self.vgg(torch.cat([pred, target.detach()], dim=0))
+        with torch.no_grad():  # the target's features need no graph: no activations kept, no backward
+            target_feats = self.vgg(target)
+        feats = self.vgg(pred)
         total = pred.new_zeros((), dtype=torch.float32)
-        for w, f in zip(self.layer_weights, feats):
-            total = total + w * (f[:B].float() - f[B:].detach().float()).abs().mean()
+        for w, f, t in zip(self.layer_weights, feats, target_feats):
+            total = total + w * (f.float() - t.float()).abs().mean()
         return total / sum(self.layer_weights)
