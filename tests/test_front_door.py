@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emotalk.cli.main import main
@@ -89,6 +90,12 @@ def test_unwritable_record_only_warns(home, tmp_path, monkeypatch, caplog):
 
 
 def test_generate_without_models_says_which_command(home, capsys):
+    """Valid inputs (they are checked first, in a second), no models anywhere: the one line names the command."""
+    from emotalk.data.io.media import write_wav
+    from emotalk.data.io.photos import grace_hopper_path
+
+    write_wav("me.wav", (0.1 * np.sin(np.linspace(0, 400 * np.pi, 16000))).astype(np.float32))
+    Path("me.jpg").write_bytes(Path(grace_hopper_path()).read_bytes())
     code = main(["generate", "--image", "me.jpg", "--audio", "me.wav", "--emotion", "happy"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: no trained models found"), err

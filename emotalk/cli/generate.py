@@ -12,13 +12,16 @@ loaded). Bad inputs end with one ``error:`` line and exit code 2, and no output 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import warnings
 
 from emotalk.errors import InputError
-from emotalk.inference import RENDERERS, EmotalkWarning, GenerateOptions, Pipeline, check_output_path
+from emotalk.inference import RENDERERS, EmotalkWarning, GenerateOptions, Pipeline, check_output_path, load_speech
 from emotalk.inference.checkpoints import find_checkpoints
+from emotalk.inference.video import FragmentedMP4Writer
+from emotalk.inference.photo import load_image
 from emotalk.inference.renderers import needs_texture
 from emotalk.inference.timeline import CURVES
 
@@ -40,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"shape of the timeline transitions (default: {_DEFAULTS.ramp_curve})")
     p.add_argument("--intensity", default="1", metavar="LEVEL",
                    help="intensity level 1..3; fractions interpolate, e.g. 2.5 (default: 1)")
-    p.add_argument("--out", default="out.mp4", help="output mp4 (default: out.mp4)")
+    p.add_argument("--out", default="out.mp4",
+                   help="output mp4 (default: out.mp4); '-' streams a fragmented MP4 to stdout while it is made "
+                        "(e.g. | ffplay -)")
     p.add_argument("--checkpoints", default=None, metavar="DIR",
                    help="folder with landmark/ and texture/ checkpoints (run folders); default: the first of "
                         "./checkpoints, the folder the last 'emotalk demo' recorded ($EMOTALK_HOME/latest, else "
@@ -116,16 +121,45 @@ def _show(message, category, filename, lineno, file=None, line=None):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def _stream_to_stdout(pipe: Pipeline, image, speech, options: GenerateOptions, out) -> int:
+    """``--out -``: :meth:`Pipeline.stream` into a fragmented MP4 on stdout (``| ffplay -``); only the
+    video bytes go to stdout, logs stay on stderr."""
+    writer = FragmentedMP4Writer(out)
+    frames = pipe.stream(speech, image=image, options=options, audio_tap=writer.add_audio)
+    writer.fps = frames.fps
+    with writer:
+        for frame in frames:
+            writer.write(frame.image)
+    w, h = frames.size
+    log.info("streamed %d frames (%.2f s at %g fps), %dx%d, %s renderer, to stdout as fragmented MP4; look-ahead "
+             "%.0f ms", writer.frames, writer.frames / frames.fps, frames.fps, w, h, options.renderer,
+             1000 * frames.lookahead.total)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.out == "-":  # the video owns stdout: what the command reports goes to stderr instead
+        video_out = sys.stdout.buffer
+        with contextlib.redirect_stdout(sys.stderr):
+            return _run(args, video_out)
+    return _run(args, None)
+
+
+def _run(args: argparse.Namespace, video_out) -> int:
     options = options_from_args(args)
-    check_output_path(args.out)  # before loading anything
+    if args.out != "-":  # '-': a fragmented MP4 streamed to stdout
+        check_output_path(args.out)  # before loading anything
+    load_image(args.image)  # the inputs too: a bad photo or speech file fails in a second, before the models
+    speech = load_speech(args.audio)
     texture_needed = needs_texture(options.renderer)
     source = _checkpoint_source(args, texture_needed)
     with warnings.catch_warnings():
         warnings.simplefilter("always", EmotalkWarning)
         warnings.showwarning = _show
         pipe = Pipeline.from_checkpoints(source, device=args.device, load_texture=texture_needed)
-        result = pipe.generate(args.image, args.audio, options, out=args.out)
+        if args.out == "-":
+            return _stream_to_stdout(pipe, args.image, speech, options, video_out)
+        result = pipe.generate(args.image, speech, options, out=args.out)
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items() if k != "total")
     w, h = result.size
     log.info("wrote %s: %d frames (%.2f s at %g fps), %dx%d, %s renderer; %.1f s (%s)", result.path, result.frames,

@@ -11,6 +11,8 @@
 ``compositor``     paste-back of the generated crop onto the photo
 ``video``          frames + speech -> mp4
 ``pipeline``       :class:`Pipeline`, the stages in Fig. 2's order
+``stream``         :meth:`Pipeline.stream`: the same stages on small batches while the audio arrives
+``live_features``  speech features computed while the audio arrives (streaming)
 ``timeline``       emotion timelines: keyframes -> per-frame control vectors with smooth ramps
 ``checkpoints``    where trained models are found without flags (after ``emotalk demo``)
 =================  ==================================================================================
@@ -21,7 +23,8 @@ from emotalk.inference.renderers import RENDERERS, PreparedRenderer, register_re
 from emotalk.inference.speech import Speech, check_output_path, load_speech
 from emotalk.inference.checkpoints import find_checkpoints, remember_checkpoints
 from emotalk.inference.timeline import Keyframe, Timeline, parse_timeline
+from emotalk.inference.stream import FrameStream, StreamFrame
 
 __all__ = ["Controls", "EmotalkWarning", "GenerateOptions", "GenerateResult", "Keyframe", "Pipeline",
-           "PreparedRenderer", "RENDERERS", "Speech", "Timeline", "check_output_path", "find_checkpoints",
+           "FrameStream", "PreparedRenderer", "RENDERERS", "Speech", "StreamFrame", "Timeline", "check_output_path", "find_checkpoints",
            "load_speech", "parse_timeline", "register_renderer", "remember_checkpoints"]

@@ -6,8 +6,10 @@ The landmark checkpoint says which backend it was trained on (``feature_kind``, 
 :func:`emotalk.data.speech.features.frame_windows` - the same function preprocessing uses, so the windows
 G_L sees at inference are exactly the ones it was trained on. Holding all ``T`` windows would cost
 ``W`` times the stream (about 100 MB for ten minutes of mel features); :meth:`AudioFeatures.batches`
-hands them out ``batch_size`` frames at a time instead, which is also the seam where a streaming source
-(features computed incrementally as audio arrives) plugs in.
+hands them out ``batch_size`` frames at a time instead.
+
+:class:`emotalk.inference.live_features.IncrementalFeatures` is the streaming counterpart (features
+computed as the audio arrives, for :mod:`emotalk.inference.stream`).
 
 Long audio is transformed in chunks (:func:`chunked_stream`) so the transient memory of the short-time
 transform does not grow with the clip either.

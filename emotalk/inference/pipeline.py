@@ -43,7 +43,7 @@ from typing import Iterator, Mapping, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from emotalk.data.emotions import emotion_vector, parse_emotion
+from emotalk.data.emotions import emotion_vector, parse_control
 from emotalk.data.face.detect import DlibLandmarker
 from emotalk.data.loading import LoadedModel, load_model
 from emotalk.errors import CheckpointError, InputError
@@ -55,6 +55,7 @@ from emotalk.inference.options import EmotalkWarning, GenerateOptions, GenerateR
 from emotalk.inference.photo import Photo, prepare_photo
 from emotalk.inference.renderers import PreparedRenderer, RenderRequest, make_renderer, needs_texture
 from emotalk.inference.speech import Speech, check_output_path, load_speech
+from emotalk.inference.stream import FrameStream, stream as _stream
 from emotalk.inference.timeline import DEFAULT_RAMP, Timeline, is_timeline, parse_timeline
 from emotalk.inference.video import write_video
 from emotalk.utils.device import select_device
@@ -229,7 +230,7 @@ class Pipeline:
                 tex = (tl.controls(num_frames, fps, list(tm.emotions), int(tm.intensity_levels), intensity, duration)
                        if tm else None)
             return Controls(lm, tex, tl.weights(self.emotions)[0], float(intensity), tl)
-        weights = parse_emotion(emotion, self.emotions)
+        weights = parse_control(emotion, self.emotions)  # neutral: also in the paper's vocabulary (zero part)
         landmark = self.landmark_emotion(emotion, intensity)
         texture = self.texture_emotion(emotion, intensity) if want_texture else None
         return Controls(landmark, texture, weights, float(intensity))
@@ -386,4 +387,11 @@ class Pipeline:
                               landmarks=landmarks, blinks=closure, emotion=controls.weights,
                               intensity=controls.intensity, renderer=opts.renderer, speech=has_speech,
                               background_rgb=prepared.background_rgb, finetune=prepared.finetune, options=opts)
+
+    def stream(self, audio, image=None, options: GenerateOptions | None = None, **kwargs) -> FrameStream:
+        """Frames while the speech arrives (:mod:`~emotalk.inference.stream`): ``audio`` is a file, an array
+        or an iterable of PCM blocks (``sample_rate=``); iterate the returned :class:`FrameStream` for
+        :class:`~emotalk.inference.stream.StreamFrame` objects (``.image``, ``.time``). Same options as
+        :meth:`generate`; the photo is prepared here, before any audio is read."""
+        return _stream(self, audio, image, options, **kwargs)
 

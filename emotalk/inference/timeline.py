@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from emotalk.data.emotions import emotion_vector, parse_emotion
+from emotalk.data.emotions import emotion_vector, parse_control
 from emotalk.errors import InputError
 
 __all__ = ["CURVES", "DEFAULT_RAMP", "Keyframe", "Timeline", "is_timeline", "parse_timeline"]
@@ -117,11 +117,12 @@ class Timeline:
 
     def weights(self, vocab: Sequence[str]) -> list[dict[str, float]]:
         """Each keyframe's parsed blend (for the result record)."""
-        return [parse_emotion(k.emotion, list(vocab)) for k in self.keyframes]
+        return [parse_control(k.emotion, list(vocab)) for k in self.keyframes]
 
-    def ramp_weights(self, num_frames: int, fps: float) -> np.ndarray:
-        """``(T, K)`` weights of each keyframe per frame (rows sum to 1; see the module docstring)."""
-        t = np.arange(int(num_frames), dtype=np.float64) / float(fps)
+    def ramp_weights(self, num_frames: int, fps: float, start: int = 0) -> np.ndarray:
+        """``(T - start, K)`` weights of each keyframe for frames ``start .. T - 1`` (rows sum to 1; see the
+        module docstring); ``start`` lets a stream take its frames batch by batch."""
+        t = np.arange(int(start), int(num_frames), dtype=np.float64) / float(fps)
         times = self.times
         s = np.ones((len(t), len(times)), np.float64)  # s[:, k]: progress of the ramp into keyframe k
         for k in range(1, len(times)):
