@@ -58,14 +58,84 @@ def resolve_config_path(name: str | Path) -> Path:
                       f"{', '.join(shipped) or f'(none found in {CONFIG_DIR})'}")
 
 
+#: A config is a few kilobytes; a file this large is not one (and parsing it would take a long time).
+MAX_CONFIG_BYTES = 1 << 20
+#: Nodes a document may expand to once its aliases (``*name``) are followed. YAML aliases share one
+#: object, but merging, validating and saving a config walk it as a tree, so a "billion laughs" file (nine
+#: levels of nine aliases, a few hundred bytes) would expand to 10**9 nodes and exhaust the memory.
+MAX_CONFIG_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses documents which expand past :data:`MAX_CONFIG_NODES` nodes or
+    alias themselves, measured on the composed node graph before any Python object is built."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ConfigError("the YAML refers to itself through an alias (a recursive anchor); write the values out")
+    open_.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _expanded_size(child, sizes, open_)
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, sizes, open_) + _expanded_size(v, sizes, open_)
+    open_.discard(key)
+    if total > MAX_CONFIG_NODES:
+        raise ConfigError(f"the YAML expands to more than {MAX_CONFIG_NODES} values through its aliases "
+                          f"(*name); a config is never this large, write the values out")
+    sizes[key] = total
+    return total
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """Parse YAML text with the bounded safe loader; any problem is a :class:`ConfigError` naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: the YAML is nested too deeply to be a config; flatten it") from None
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, refusing anything larger than :data:`MAX_CONFIG_BYTES` before reading it."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a config (limit {MAX_CONFIG_BYTES}); "
+                              f"pass the YAML config file, not a data file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e}); check the path and its permissions") from None
+    if len(raw) > MAX_CONFIG_BYTES:  # grew while we looked, or a special file
+        raise ConfigError(f"{path}: too large for a config (limit {MAX_CONFIG_BYTES} bytes)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; pass a YAML config") from None
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found (named by a _base_: entry or the command line); fix the path")
+    data = safe_yaml(_read_config_text(path), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
     base = data.pop("_base_", None)
@@ -96,8 +166,10 @@ def parse_overrides(overrides: list[str] | None) -> dict:
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
+            value = safe_yaml(raw, f"override {key}") if raw != "" else ""
+        except ConfigError:
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise
             value = raw
         node = tree
         parts = key.split(".")

@@ -5,6 +5,12 @@ non-zero exit code; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import errno
+
+#: OSError numbers that mean "the disk (or the file-size limit, quota) ran out": never one bad item, always
+#: the end of the run (see :class:`NoSpaceError`)
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
 
 class EmotalkError(Exception):
     """Base class of all user-facing errors."""
@@ -38,3 +44,11 @@ class NoFaceError(InputError):
 
 class DependencyError(EmotalkError):
     """An optional dependency or external tool is not installed."""
+
+
+class NoSpaceError(EmotalkError):
+    """The disk (or the file-size limit, ``ulimit -f``) ran out while writing; nothing partial is kept."""
+
+
+class BusyError(EmotalkError):
+    """A folder is in use by another live emotalk process (see :mod:`emotalk.utils.lock`)."""

@@ -20,7 +20,7 @@ import torch
 from emotalk.data.loading import build_perceptual_loss, load_model, save_model
 from emotalk.errors import InputError
 from emotalk.inference.one_shot import one_shot_finetune
-from emotalk.inference.photo import prepare_photo
+from emotalk.inference.photo import load_image, prepare_photo
 from emotalk.utils.device import select_device
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ def _out_stem(out: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.steps < 0:
         raise InputError(f"--steps must be >= 0, got {args.steps}")
+    if not (args.lr > 0 and args.lr < float("inf")):
+        raise InputError(f"--lr must be a positive number such as 1e-4, got {args.lr}")
+    load_image(args.image)  # a bad photo fails before the checkpoint is loaded
     device = select_device(args.device)
     loaded = load_model(args.checkpoint, "texture", device)
     G, meta = loaded.module, loaded.meta

@@ -13,12 +13,13 @@ messages, ``--quiet`` / ``-q`` keeps only warnings and errors. Both are accepted
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from emotalk import __version__
-from emotalk.errors import EmotalkError
+from emotalk.errors import EmotalkError, NoSpaceError
 from emotalk.utils.log import level_for, setup_logging
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate checkpoints on a processed test split and write the paper's tables"),
     "train-emotion": ("train_emotion", "train the facial-emotion classifier used by evaluation"),
     "demo": ("demo", "the whole pipeline on a fresh CPU machine, end to end, with an HTML report"),
+    "app": ("app", "a local web page (Gradio): photo + speech + emotion or timeline -> video"),
     "deepspeech-info": ("deepspeech_info", "list a frozen DeepSpeech graph's weights and check it can be run"),
 }
 
@@ -97,10 +99,48 @@ def main(argv: list[str] | None = None) -> int:
     except EmotalkError as e:
         log.error("%s", " ".join(str(e).split()))
         return e.exit_code
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            raise  # not the environment's fault: a bug, keep its traceback
+        log.error("%s", message)
+        return NoSpaceError.exit_code
+    except MemoryError:
+        log.error("out of memory; close other programs, or use smaller inputs (a shorter clip, a smaller "
+                  "--batch-size or train.batch_size)")
+        return 2
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
     return int(code or 0)
+
+
+#: errno -> (what happened, what to do) for failures caused by the machine, not by emotalk
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", "free some disk space or write somewhere else, then run the "
+                                                  "command again"),
+    errno.EFBIG: ("no space: the file grew past the allowed file size (ulimit -f)",
+                  "raise the limit or write somewhere else, then run the command again"),
+    errno.EDQUOT: ("no space: the disk quota is exhausted", "free some space or write somewhere else, then run "
+                                                            "the command again"),
+    errno.EACCES: ("permission denied", "choose a location you may write to / a file you may read"),
+    errno.EPERM: ("operation not permitted", "choose a location you may write to / a file you may read"),
+    errno.EROFS: ("the file system is read-only", "write somewhere else"),
+    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) or use fewer --workers"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+}
+
+
+def os_error_message(e: OSError) -> str | None:
+    """One line for an :class:`OSError` the machine caused (disk full, file-size limit, permissions), or
+    None for any other OSError (a bug, which keeps its traceback). The writers write to temporary files and
+    rename them only when complete, so no partial output is left behind and the message can say so."""
+    if e.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    what, todo = _ENVIRONMENT_ERRNOS[e.errno]
+    where = f" ({e.filename})" if e.filename else ""
+    kept = " (no partial output was kept)" if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ""
+    return f"{what}{where}; {todo}{kept}"
 
 
 def console() -> None:  # pragma: no cover

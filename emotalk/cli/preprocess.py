@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from emotalk.data.face.alignment import DEFAULT_FACE_SCALE
 from emotalk.data.face.track import TrackerOptions
@@ -75,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     if args.crop_size < 32 or args.crop_size % 2:
         raise InputError(f"--crop-size must be an even number >= 32, got {args.crop_size}")
+    for flag, value in (("--fps", args.fps), ("--face-scale", args.face_scale),
+                        ("--deepspeech-fps", args.deepspeech_fps)):
+        if not (value > 0 and value < float("inf")):
+            raise InputError(f"{flag} must be a positive number, got {value}")
+    for flag, value in (("--min-frames", args.min_frames), ("--window", args.window), ("--max-clips", args.max_clips)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out {args.out} is a file; give a folder for the processed clips")
     reader_options = {}
     if args.dataset in ("mead", "mead-mini"):
         reader_options["test_last"] = args.test_last

@@ -65,6 +65,7 @@ from emotalk.mini.plan import (SIZES, ClipPlan, DatasetPlan, PhotoSpec, SizeConf
 from emotalk.mini.sentences import HARVARD_SENTENCES
 from emotalk.mini.tts import Voice, synthesize
 from emotalk.utils.io import atomic_path, atomic_write_json
+from emotalk.utils.lock import LOCK_NAME, owned_folder, remove_hidden_files
 
 __all__ = ["FORMAT_VERSION", "SIZES", "SIDECAR_SUFFIX", "ClipPlan", "DatasetPlan", "PhotoSpec", "SizeConfig",
            "SubjectPlan", "build_subjects", "builtin_photos", "clip_landmarks", "generate_mini", "load_sidecar",
@@ -182,20 +183,35 @@ def build_subjects(plan: DatasetPlan) -> dict:
     return subjects
 
 
+#: written into --out while a generation runs (mini.json replaces it at the end): an interrupted run's folder
+#: is recognised as mead-mini's own, so running the command again finishes it instead of refusing it
+PARTIAL_MARK = ".mead-mini-partial"
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "mini.json").is_file():
+    ours = (out / "mini.json").is_file() or (out / PARTIAL_MARK).is_file()  # finished, or interrupted: redo
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()) and not ours:
         raise InputError(f"--out {out} is not empty and is not a mead-mini dataset; choose an empty or new folder")
 
 
 def generate_mini(out: str | Path, size: str = "tiny", seed: int = 0, photos: Sequence[str] = (),
                   workers: int = 1, progress: bool | None = None) -> dict:
-    """Generate mead-mini into ``out``; returns the ``mini.json`` contents."""
+    """Generate mead-mini into ``out``; returns the ``mini.json`` contents. ``out`` is locked while this runs,
+    and an interrupted earlier run's folder is finished (its temp files cleared), not refused (issue 17)."""
     if size not in SIZES:
         raise InputError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
     out = Path(out)
     _check_out(out)
+    with owned_folder(out, "make-mini"):
+        for sub in out.iterdir():
+            if sub.is_dir():
+                remove_hidden_files(sub)
+        return _generate(out, size, seed, photos, workers, progress)
+
+
+def _generate(out: Path, size: str, seed: int, photos: Sequence[str], workers: int, progress: bool | None) -> dict:
     t0 = time.time()
     photo_specs = builtin_photos() + user_photos(photos)
     plan = plan_dataset(size, seed, photo_specs)
@@ -204,6 +220,7 @@ def generate_mini(out: str | Path, size: str = "tiny", seed: int = 0, photos: Se
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create --out {out}: {e.strerror or e}; choose a writable folder") from None
+    (out / PARTIAL_MARK).write_text("mead-mini generation in progress (or interrupted); run make-mini again\n")
     old = out / "mini.json"
     if old.is_file():  # regenerating: drop subjects the new plan no longer has
         try:
@@ -254,6 +271,7 @@ def generate_mini(out: str | Path, size: str = "tiny", seed: int = 0, photos: Se
         "workers": workers,
     }
     atomic_write_json(out / "mini.json", info)
+    (out / PARTIAL_MARK).unlink(missing_ok=True)
     log.info("wrote %d clips of %d subjects to %s in %s s", len(results), len(plan.subjects), out, info["generation_s"])
     return info
 

@@ -3,8 +3,9 @@
 - :func:`load_audio`: any audio/video file -> float32 mono at ``sr`` Hz.
 - :func:`read_video`: frames (RGB uint8) resampled to ``fps`` (streamed with :func:`iter_video_frames`).
 - :func:`probe_video`: size, fps, frame count, duration, whether there is an audio stream.
-- :class:`VideoWriter`: stream RGB frames into an H.264 mp4, optionally muxed with an audio track (AAC);
-  the file appears under its final name only after ``close()`` succeeds.
+- :class:`VideoWriter`: stream RGB frames into a video, optionally muxed with an audio track; the
+  container follows the file's extension (:data:`VIDEO_CONTAINERS`: H.264 + AAC in mp4/mov/mkv, VP9 + Opus
+  in webm) and the file appears under its final name only after ``close()`` succeeds.
 """
 from __future__ import annotations
 
@@ -17,8 +18,46 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from emotalk.errors import DataError, DependencyError, InputError
-from emotalk.utils.io import atomic_path
+from emotalk.errors import DataError, DependencyError, InputError, NoSpaceError
+from emotalk.utils.io import atomic_path, reserve_temp
+
+#: output extension -> (ffmpeg muxer, video encoder args, audio encoder args). Anything else is refused:
+#: a video written under a name such as ``result.txt`` would open nowhere.
+VIDEO_CONTAINERS: dict[str, tuple[str, list[str], list[str]]] = {
+    ".mp4": ("mp4", ["-c:v", "libx264"], ["-c:a", "aac", "-b:a", "128k"]),
+    ".mov": ("mov", ["-c:v", "libx264"], ["-c:a", "aac", "-b:a", "128k"]),
+    ".mkv": ("matroska", ["-c:v", "libx264"], ["-c:a", "aac", "-b:a", "128k"]),
+    ".webm": ("webm", ["-c:v", "libvpx-vp9", "-b:v", "0", "-deadline", "realtime", "-cpu-used", "8"],
+              ["-c:a", "libopus", "-b:a", "96k"]),
+}
+
+
+def video_container(path: str | Path) -> str:
+    """The lower-case extension of ``path`` if it names a video container emotalk writes, else InputError."""
+    ext = Path(path).suffix.lower()
+    if ext not in VIDEO_CONTAINERS:
+        raise InputError(f"output {path}: {ext or 'no extension'} is not a video container emotalk writes; "
+                         f"end the name in {', '.join(VIDEO_CONTAINERS)} (e.g. {Path(path).with_suffix('.mp4').name})")
+    return ext
+
+
+def _hit_size_limit(path: Path) -> bool:
+    """Whether ``path`` stopped growing at the disk's end or the file-size limit (ffmpeg does not always
+    say why a write failed)."""
+    import resource
+
+    try:
+        size = path.stat().st_size
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        disk = os.statvfs(path.parent)
+    except (OSError, ValueError):
+        return False
+    return (limit != resource.RLIM_INFINITY and size >= limit) or disk.f_bavail * disk.f_frsize < (1 << 20)
+
+
+def _no_space(message: str) -> bool:
+    """Whether an ffmpeg error text says the disk (or the file-size limit) ran out."""
+    return any(t in message for t in ("No space left", "File too large", "Disk quota"))
 
 
 def ffmpeg_exe() -> str:
@@ -45,12 +84,20 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
         raise InputError(f"audio file {path} not found")
     if path.stat().st_size == 0:
         raise InputError(f"audio file {path} is empty (0 bytes)")
+    # decoded as float so that NaN/inf samples (float WAVs) survive to be refused; int16 would turn them
+    # into full-scale clicks and the file would "work"
     raw = _run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-vn", "-ac", "1", "-ar", str(sr),
-                "-f", "s16le", "-acodec", "pcm_s16le", "-"], "decode the audio", path)
-    audio = np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0
+                "-f", "f32le", "-acodec", "pcm_f32le", "-"], "decode the audio", path)
+    audio = np.frombuffer(raw, dtype=np.float32)
     if audio.size == 0:
         raise InputError(f"audio file {path} has no audio samples")
-    return audio
+    bad = int(np.count_nonzero(~np.isfinite(audio)))
+    if bad:
+        raise InputError(f"audio file {path}: {bad} of {audio.size} samples are NaN or infinite (a damaged float "
+                         f"WAV); export the speech again, e.g. as 16-bit PCM WAV")
+    # on the 16-bit grid, as the samples always were (int16 sources are unchanged, louder-than-full-scale
+    # float samples are clipped)
+    return (np.clip(np.rint(audio * 32768.0), -32768, 32767) / 32768.0).astype(np.float32)
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sr: int = 16000) -> None:
@@ -173,33 +220,56 @@ class VideoWriter:
             raise InputError(f"cannot write {self.path}: {e.strerror or e}") from None
         if not os.access(parent, os.W_OK):
             raise InputError(f"cannot write {self.path}: directory {parent} is not writable")
-        self._tmp = parent / f".{self.path.stem}.partial{os.getpid()}.mp4"
-        self._video_tmp = parent / f".{self.path.stem}.video{os.getpid()}.mp4"
+        self._ext = video_container(self.path)
+        # unique hidden temp names beside the output (same file system, so the final rename is atomic): two
+        # processes (or threads) writing the same name never share a temp file, the last rename wins whole
+        self._tmp = self._reserve(parent, "partial")
+        self._video_tmp = self._reserve(parent, "video")
+
+    def _reserve(self, parent: Path, what: str) -> Path:
+        try:
+            return reserve_temp(self.path, what, self._ext)
+        except OSError as e:
+            raise InputError(f"cannot write {self.path}: {e.strerror or e}; choose another location") from None
+
+    def _ffmpeg_failed(self, what: str, err: str) -> Exception:
+        full = _no_space(err) or any(_hit_size_limit(t) for t in (self._tmp, self._video_tmp))
+        self._tmp.unlink(missing_ok=True)
+        self._video_tmp.unlink(missing_ok=True)
+        if full:
+            return NoSpaceError(f"no space left while writing {self.path} (disk full or file-size limit); free "
+                                f"some space or write somewhere else (no partial video was kept)")
+        return DataError(f"{self.path}: {what} ({err.strip()[-300:]})")
 
     def _start(self, w: int, h: int) -> None:
         if w % 2 or h % 2:
             raise InputError(f"video size must be even for H.264, got {w}x{h}")
         # video only here; the audio is muxed in close(), cut to exactly the video's length
         target = self._video_tmp if self.audio is not None else self._tmp
+        muxer, vcodec, _ = VIDEO_CONTAINERS[self._ext]
+        quality = ["-preset", self.preset, "-crf", str(self.crf)] if "libx264" in vcodec else ["-crf", "32"]
         cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{w}x{h}", "-r", str(self.fps), "-i", "-", "-an",
-               "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
-               "-movflags", "+faststart", str(target)]
+               *vcodec, *quality, "-pix_fmt", "yuv420p", *self._faststart(), "-f", muxer, str(target)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.size = (w, h)
 
     def _mux_audio(self) -> None:
         """Add the audio track (AAC), padded with silence or cut so it lasts exactly as long as the video."""
         duration = self.frames_written / float(self.fps)
+        muxer, _, acodec = VIDEO_CONTAINERS[self._ext]
         cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(self._video_tmp), "-i", str(self.audio),
-               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", "-c:a", "aac", "-b:a", "128k",
-               "-t", f"{duration:.6f}", "-movflags", "+faststart", str(self._tmp)]
+               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", *acodec,
+               "-t", f"{duration:.6f}", *self._faststart(), "-f", muxer, str(self._tmp)]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._video_tmp.unlink(missing_ok=True)
         if proc.returncode != 0:
-            self._tmp.unlink(missing_ok=True)
-            err = proc.stderr.decode(errors="replace").strip()
-            raise DataError(f"{self.path}: cannot add the audio track from {self.audio} ({err[-300:]})")
+            raise self._ffmpeg_failed(f"cannot add the audio track from {self.audio}",
+                                      proc.stderr.decode(errors="replace"))
+
+    def _faststart(self) -> list[str]:
+        """mp4/mov: the index at the front, so players start before the whole file is read."""
+        return ["-movflags", "+faststart"] if self._ext in (".mp4", ".mov") else []
 
     def write(self, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
@@ -215,7 +285,7 @@ class VideoWriter:
         except BrokenPipeError:
             err = self._proc.stderr.read().decode(errors="replace")
             self.abort()
-            raise DataError(f"{self.path}: ffmpeg stopped while encoding ({err.strip()[-300:]})") from None
+            raise self._ffmpeg_failed("ffmpeg stopped while encoding", err) from None
         self.frames_written += 1
 
     def write_all(self, frames: Iterable[np.ndarray]) -> "VideoWriter":
@@ -225,17 +295,18 @@ class VideoWriter:
 
     def close(self) -> Path:
         if self._proc is None:
+            self.abort()
             raise DataError(f"{self.path}: no frames were written")
         self._proc.stdin.close()
         err = self._proc.stderr.read().decode(errors="replace")
         code = self._proc.wait()
         self._proc = None
         if code != 0:
-            self._tmp.unlink(missing_ok=True)
-            self._video_tmp.unlink(missing_ok=True)
-            raise DataError(f"{self.path}: ffmpeg failed ({err.strip()[-300:]})")
+            raise self._ffmpeg_failed("ffmpeg failed", err)
         if self.audio is not None:
             self._mux_audio()
+        else:
+            self._video_tmp.unlink(missing_ok=True)
         os.replace(self._tmp, self.path)
         return self.path
 

@@ -32,7 +32,9 @@ from emotalk.data.preprocess.clip_analysis import (REASONS, ClipFailure, Preproc
 from emotalk.data.preprocess.readers import ClipRecord, DatasetListing, read_dataset
 from emotalk.data.speech.deepspeech import check_model_file
 from emotalk.data.speech.features import feature_info
-from emotalk.errors import DataError, EmotalkError, InputError, MissingWeightsError
+from emotalk.errors import (NO_SPACE_ERRNOS, DataError, EmotalkError, InputError, MissingWeightsError,
+                            NoSpaceError)
+from emotalk.utils.lock import owned_folder
 
 __all__ = ["REASONS", "PreprocessOptions", "PreprocessSummary", "preprocess_dataset"]
 
@@ -51,9 +53,13 @@ def _guarded(record: ClipRecord, root: Path | None, fn, stage: str):
         return fn(), None
     except ClipFailure as e:
         return None, _failure(record, e.reason, str(e), root, stage)
-    except MissingWeightsError:
+    except (MissingWeightsError, NoSpaceError):
         raise
     except EmotalkError as e:
+        return None, _failure(record, "error", f"{type(e).__name__}: {e}", root, stage)
+    except OSError as e:
+        if e.errno in NO_SPACE_ERRNOS:  # a full disk is not a bad clip: stop (the CLI says "no space")
+            raise
         return None, _failure(record, "error", f"{type(e).__name__}: {e}", root, stage)
     except Exception as e:  # one bad clip never stops the run
         tb = traceback.format_exc(limit=3).strip().splitlines()
@@ -163,7 +169,15 @@ def _check_manifest(out: Path, manifest: DatasetManifest) -> dict:
     return old.extra or {}
 
 
-def preprocess_dataset(dataset: str, root: str | Path, out: str | Path, subjects: list[str] | None = None,
+def preprocess_dataset(dataset: str, root: str | Path, out: str | Path, *args, **kwargs) -> PreprocessSummary:
+    """Preprocess a raw dataset folder into ``out`` (resumable); returns the run's summary (arguments: see
+    :func:`_preprocess_dataset`). ``out`` is locked while this runs (a second run into it refuses), and the
+    temp files of a killed earlier run are cleared first (issue 17)."""
+    with owned_folder(out, f"preprocessing {dataset}", clean=("clips", "subjects")):
+        return _preprocess_dataset(dataset, root, out, *args, **kwargs)
+
+
+def _preprocess_dataset(dataset: str, root: str | Path, out: str | Path, subjects: list[str] | None = None,
                        workers: int = 1, options: PreprocessOptions | None = None,
                        progress: bool | None = None, max_clips: int | None = None,
                        reader_options: dict | None = None) -> PreprocessSummary:
