@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from emotalk.cli.main import main
 from emotalk.data.io.clip import load_clip
 from emotalk.data.datasets.toy import make_toy_dataset
-from emotalk.errors import CheckpointError, DataError
+from emotalk.errors import CheckpointError, ConfigError, DataError
 from emotalk.data.io import checkpoint as ckpt
 from emotalk.train.tasks import build_task, load_train_config, train_from_config
 from emotalk.train.trainer import StepBatchSampler, Trainer
@@ -23,7 +23,10 @@ def toy(tmp_path_factory):
 
 
 def _overrides(root, run_dir, steps, **extra):
+    # the paper's loss (eq. 2 + LSGAN): landmark/tiny's amplitude loss starts at a fraction of train.steps,
+    # so a run extended from 5 to 10 steps would follow another schedule than a 10-step run (by design)
     o = [f"data.root={root}", f"train.run_dir={run_dir}", f"train.steps={steps}", "train.batch_size=16",
+         "loss.lambda_amplitude=0",
          "train.log_every=1", "train.ckpt_every=5", "train.progress=false", "train.tensorboard=false",
          "model.d=16", "model.gcn_channels=[8, 16, 16]", "model.lstm_hidden=16", "model.lstm_layers=1"]
     return o + [f"{k}={v}" for k, v in extra.items()]
@@ -68,6 +71,12 @@ def test_resume_continues_the_loss_curve_exactly(toy, tmp_path):
 def test_checkpoint_is_safetensors_plus_json_with_everything_to_resume(toy, tmp_path):
     train_from_config("landmark/tiny", _overrides(toy, tmp_path / "r", 5))
     cdir = tmp_path / "r" / "checkpoints"
+    # a second, fresh run into the same folder would mix its checkpoints with these and prune them: refused,
+    # naming --resume, and nothing of the first run is touched
+    before = sorted(p.name for p in cdir.iterdir())
+    with pytest.raises(ConfigError, match="--resume"):
+        train_from_config("landmark/tiny", _overrides(toy, tmp_path / "r", 5))
+    assert sorted(p.name for p in cdir.iterdir()) == before
     meta = json.loads((cdir / "step_00000005.json").read_text())
     assert meta["kind"] == "landmark" and meta["step"] == 5
     assert meta["config"]["model"]["feature_dim"] == 8  # D taken from the data, not hard-coded

@@ -147,14 +147,9 @@ class FragmentedMP4Writer:
         self.size = (w, h)
 
     def write(self, frame: np.ndarray) -> None:
-        frame = np.ascontiguousarray(frame, dtype=np.uint8)
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"expected an RGB frame (H, W, 3), got {frame.shape}")
-        h, w = frame.shape[:2]
+        frame = media.rgb_frame(frame, None if self._proc is None else self.size)
         if self._proc is None:
-            self._start(w, h)
-        elif (w, h) != self.size:
-            raise ValueError(f"frame size {w}x{h} differs from the video's {self.size[0]}x{self.size[1]}")
+            self._start(frame.shape[1], frame.shape[0])
         if self._errors:
             raise DataError(f"ffmpeg stopped while streaming the video ({self._stderr()})")
         self._frames.put(frame.tobytes())

@@ -231,6 +231,11 @@ class Trainer:
 
     def _fit(self) -> dict:
         tc = self.tc
+        if self.resume_from is None:  # a fresh run would mix its checkpoints with these and prune them
+            held = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
+            if held is not None:
+                raise ConfigError(f"{self.run_dir} already holds a training run ({Path(held).name}); continue it "
+                                  f"with --resume {self.run_dir}, or choose another train.run_dir=...")
         try:
             self.device = select_device(tc.device, self.local_rank)
         except InputError as e:

@@ -195,6 +195,19 @@ def read_video(path: str | Path, fps: float | None = None) -> np.ndarray:
     return np.stack(frames)
 
 
+
+def rgb_frame(frame: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A frame as contiguous (H, W, 3) uint8 for ffmpeg's rawvideo pipe; ``size`` (w, h): the video's size
+    once its first frame fixed it (every video writer checks frames the same way)."""
+    frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an RGB frame (H, W, 3), got {frame.shape}")
+    h, w = frame.shape[:2]
+    if size is not None and (w, h) != tuple(size):
+        raise ValueError(f"frame size {w}x{h} differs from the video's {size[0]}x{size[1]}")
+    return frame
+
+
 class VideoWriter:
     """Stream RGB frames to an H.264 (yuv420p) mp4; ``audio`` (a file path) is muxed as AAC, padded with
     silence or cut to the video's exact length (frames / fps).
@@ -272,14 +285,9 @@ class VideoWriter:
         return ["-movflags", "+faststart"] if self._ext in (".mp4", ".mov") else []
 
     def write(self, frame: np.ndarray) -> None:
-        frame = np.ascontiguousarray(frame, dtype=np.uint8)
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"expected an RGB frame (H, W, 3), got {frame.shape}")
-        h, w = frame.shape[:2]
+        frame = rgb_frame(frame, None if self._proc is None else self.size)
         if self._proc is None:
-            self._start(w, h)
-        elif (w, h) != self.size:
-            raise ValueError(f"frame size {w}x{h} differs from the video's {self.size[0]}x{self.size[1]}")
+            self._start(frame.shape[1], frame.shape[0])
         try:
             self._proc.stdin.write(frame.tobytes())
         except BrokenPipeError:
