@@ -116,6 +116,17 @@ class GenerateOptions:
                              f"{', '.join(sorted(names))}")
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def resolve(cls, options: "GenerateOptions | None", overrides: dict, call: str) -> "GenerateOptions":
+        """What ``generate``/``stream`` take: a GenerateOptions (or None for the defaults) plus keyword
+        overrides. Anything else in the options slot is refused with how to pass the emotion instead
+        (``call``: the method's usage, e.g. ``generate(image, audio, emotion=...)``)."""
+        if options is not None and not isinstance(options, cls):
+            raise InputError(f"the options argument of {call.split('(')[0]}() is a GenerateOptions, got "
+                             f"{type(options).__name__}; pass the emotion by name: {call}")
+        opts = options or cls()
+        return opts.replace(**overrides) if overrides else opts
+
 
 class EmotalkWarning(UserWarning):
     """A non-fatal problem with the inputs (several faces, silent audio, ...); also in ``result.warnings``."""

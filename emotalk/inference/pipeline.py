@@ -343,12 +343,7 @@ class Pipeline:
         """Photo + speech + emotion -> ``out`` (H.264 + AAC mp4 of the photo's size). ``options``: a
         :class:`GenerateOptions`; keyword arguments (``emotion="happy", intensity=2, ...``) build or
         override it. Bad options, emotions or paths fail before any work, and nothing is written."""
-        if options is not None and not isinstance(options, GenerateOptions):
-            raise InputError(f"the third argument of generate() is a GenerateOptions, got {type(options).__name__}; "
-                             f"pass the emotion by name: generate(image, audio, emotion=...)")
-        opts = options or GenerateOptions()
-        if overrides:
-            opts = opts.replace(**overrides)
+        opts = GenerateOptions.resolve(options, overrides, "generate(image, audio, emotion=...)")
         out = check_output_path(out)
         controls = self.controls(opts.emotion, opts.intensity, opts.renderer, ramp=opts.ramp, curve=opts.ramp_curve)
         fps = float(opts.fps or self.fps)

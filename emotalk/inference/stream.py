@@ -229,12 +229,7 @@ class FrameStream:
     def __init__(self, pipe, audio, image, options: GenerateOptions | None = None, *, sample_rate: int | None = None,
                  block_seconds: float = BLOCK_SECONDS, audio_tap: Callable[[np.ndarray], None] | None = None,
                  feature_options: dict | None = None, **overrides):
-        if options is not None and not isinstance(options, GenerateOptions):
-            raise InputError(f"options must be a GenerateOptions, got {type(options).__name__}; pass the emotion "
-                             f"by name: stream(audio, image=..., emotion=...)")
-        opts = options or GenerateOptions()
-        if overrides:
-            opts = opts.replace(**overrides)
+        opts = GenerateOptions.resolve(options, overrides, "stream(audio, image=..., emotion=...)")
         if image is None:
             raise InputError("give the photo of the target face: stream(audio, image='photo.jpg')")
         t0 = time.perf_counter()

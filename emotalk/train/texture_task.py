@@ -234,7 +234,7 @@ class TextureTask(Task):
         sc = self.cfg.lr_schedule
         if sc.kind == "constant":
             return
-        f = sc.factor(int(getattr(ctx, "step_index", 0)), int(self.cfg.train.steps))
+        f = sc.factor(ctx.step_index, self.cfg.train.steps)
         for opt in ctx.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = group.setdefault("base_lr", group["lr"]) * f
@@ -261,9 +261,10 @@ class TextureTask(Task):
                                     lo.region_margin)
                 loss = loss + lo.lambda_eyes * reg["eyes"] + lo.lambda_mouth * reg["mouth"]
                 logs.update(rec_eyes=reg["eyes"].detach(), rec_mouth=reg["mouth"].detach())
-            if lo.lambda_flow_residual > 0 and "flow_residual" in out:
-                l_res = out["flow_residual"].float().abs().mean()
-                loss = loss + lo.lambda_flow_residual * l_res
+            # model.prior_flow: how far the learned flow departs from the prior (logged; penalised on request)
+            res_abs = out["flow_residual"].float().abs().mean() if "flow_residual" in out else None
+            if lo.lambda_flow_residual > 0 and res_abs is not None:
+                loss = loss + lo.lambda_flow_residual * res_abs
             if self.perceptual is not None:
                 l_per = self.perceptual(fake, target)
                 loss = loss + lo.lambda_per * l_per
@@ -286,8 +287,8 @@ class TextureTask(Task):
             logs["adv_d"] = l_d.detach()
         with torch.no_grad():
             logs["flow_abs"] = out["flow"].detach().float().abs().mean()
-            if "flow_residual" in out:  # model.prior_flow: how far the learned flow departs from the prior
-                logs["flow_residual_abs"] = out["flow_residual"].detach().float().abs().mean()
+            if res_abs is not None:
+                logs["flow_residual_abs"] = res_abs.detach()
             logs["occlusion"] = out["occlusion"].detach().float().mean()
         if self.cfg.lr_schedule.kind != "constant":
             logs["lr"] = ctx.optimizers["generator"].param_groups[0]["lr"]

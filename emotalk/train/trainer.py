@@ -253,7 +253,7 @@ class Trainer:
             self.modules = {k: m.to(memory_format=torch.channels_last) for k, m in self.modules.items()}
         self.optimizers = self.task.build_optimizers(self.modules)
         amp_dtype, self.scaler = None, None
-        if tc.amp and getattr(self.task, "use_amp", True):
+        if tc.amp and self.task.use_amp:
             amp_dtype = amp_dtype_for(self.device)
             if amp_dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
