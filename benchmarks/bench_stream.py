@@ -2,7 +2,8 @@
 audio-to-frame delay of :meth:`emotalk.Pipeline.stream`, split into feature look-ahead and compute.
 
     python benchmarks/bench_stream.py [--checkpoints DIR] [--seconds 10] [--size 128] [--threads 1]
-                                      [--renderer neural|warp] [--device cpu] [--json out.json]
+                                      [--renderer neural|warp] [--device cpu] [--no-overlap]
+                                      [--json out.json]
 
 Three runs on the same TTS speech (eSpeak NG, Harvard sentences) and photo (Grace Hopper, 512 x 600):
 
@@ -19,6 +20,11 @@ Three runs on the same TTS speech (eSpeak NG, Harvard sentences) and photo (Grac
                stream waits for by design (feature window + step + smoothing delay; the phone decoder's
                warm-up only before the first frame). Meaningful only when ``keeps_up`` (sustained >= fps);
                otherwise the delay grows with the queue
+
+The stream renders (G_T + paste-back) on a render thread while it decodes the next audio block, so two
+cores work at once; ``--no-overlap`` renders on the stream's own thread (one core, the earlier figure).
+With the render thread the stage seconds overlap (their sum exceeds the wall time) and a frame's compute
+latency counts from the block that released it (``StreamFrame.ready_audio_seconds``).
 
 ``*_per_cpu_second``: frames per second of this process's CPU time - what one uncontended core would give,
 a figure that survives a machine shared with other jobs (wall-clock figures there are inflated).
@@ -86,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, best for tiny models)")
     ap.add_argument("--block-ms", type=float, default=20.0, help="audio block of the real-time run (ms)")
     ap.add_argument("--finetune-steps", type=int, default=0, help="one-shot steps (setup only; default 0)")
+    ap.add_argument("--no-overlap", action="store_true",
+                    help="render on the stream's own thread (one core) instead of a render thread")
     ap.add_argument("--json", help="also write the numbers to this file")
     args = ap.parse_args(argv)
 
@@ -115,18 +123,19 @@ def main(argv=None) -> int:
 
         # sustained: as fast as the stream takes the audio (a file); per block, the time from handing the
         # block over to each frame it completed coming out = compute latency, whatever the pacing
-        handed = [0.0]
+        handed = {}  # samples handed over so far -> when (a frame's ready_audio_seconds names its block)
 
         def timed_blocks(a, n=int(round(args.block_ms / 1000 * 16000))):
             for i in range(0, len(a), n):
-                handed[0] = time.perf_counter()
+                handed[min(i + n, len(a))] = time.perf_counter()
                 yield a[i:i + n]
 
-        s = pipe.stream(timed_blocks(audio), image=image, options=opts)
+        s = pipe.stream(timed_blocks(audio), image=image, options=opts, overlap=not args.no_overlap)
         compute = []
         t, c = time.perf_counter(), time.process_time()
-        for f in s:
-            compute.append(time.perf_counter() - handed[0])
+        for f in s:  # frames rendered after the audio ended were released by the last block
+            done = handed.get(int(round(f.ready_audio_seconds * 16000)))
+            compute.append(time.perf_counter() - (done if done is not None else handed[max(handed)]))
         sustained_s, sustained_cpu = time.perf_counter() - t, time.process_time() - c
         n_stream = s.stats.frames
         stages = dict(s.stats.stages)
@@ -137,7 +146,8 @@ def main(argv=None) -> int:
 
         # real time: blocks arrive at the audio's own pace (a few seconds: enough for the steady state)
         rt = audio[:int(args.realtime_seconds * 16000)]
-        s = pipe.stream(paced(rt, int(round(args.block_ms / 1000 * 16000))), image=image, options=opts)
+        s = pipe.stream(paced(rt, int(round(args.block_ms / 1000 * 16000))), image=image, options=opts,
+                        overlap=not args.no_overlap)
         delays, first = [], None
         for f in s:
             now = time.perf_counter() - paced.start
@@ -156,6 +166,7 @@ def main(argv=None) -> int:
         "models": models,
         "seconds_of_audio": args.seconds, "frames": n_stream, "crop_size": args.size,
         "frame_size": list(s.size),
+        "overlap": not args.no_overlap,
         "sustained_fps": round(n_stream / sustained_s, 1),
         "sustained_fps_per_cpu_second": round(n_stream / sustained_cpu, 1),
         "batch_fps": round(n_batch / batch_s, 1),

@@ -363,3 +363,30 @@ def test_cli_out_dash_streams_fragmented_mp4(tiny_checkpoints, hopper, short_tts
     info = probe_video(path)
     assert load_speech(short_tts).num_frames(30.0) == 45
     assert (info.width, info.height, info.num_frames, info.has_audio) == (512, 600, 45, True)
+
+
+def test_render_thread_gives_the_same_frames_and_its_errors(random_pipe, hopper):
+    """G_T + paste-back on the render thread (``overlap``, the default) change nothing but the timing: the
+    same frames in the same order as on the caller's thread; a renderer error reaches the caller and the
+    render thread is gone afterwards."""
+    pcm = (np.random.default_rng(1).normal(size=4800) * 0.1).astype(np.float32)  # 0.3 s: 9 frames
+    opts = dict(emotion="0:neutral, 0.2:happy@3", size=64, renderer="warp", block_seconds=0.02)
+    runs = {}
+    for overlap in (True, False):
+        s = random_pipe.stream(pcm, image=hopper, overlap=overlap, **opts)
+        runs[overlap] = list(s)
+    a, b = runs[True], runs[False]
+    assert [f.index for f in a] == list(range(9)) == [f.index for f in b]
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+    assert all(f.ready_audio_seconds <= f.audio_seconds for f in a)
+    assert a[0].image.shape == (600, 512, 3)  # pasted into the photo
+
+    s = random_pipe.stream(pcm, image=hopper, **opts)
+
+    def broken(*_):
+        raise RuntimeError("renderer failed")
+
+    s.prepared.renderer = broken
+    with pytest.raises(RuntimeError, match="renderer failed"):
+        list(s)
+    assert not any(t.name.startswith("emotalk-render") for t in threading.enumerate())

@@ -3,14 +3,17 @@
 The crop goes back through the inverse of the photo's crop similarity with
 :func:`emotalk.data.face.alignment.paste_crop` (feathered crop border, times the person alpha when the
 background was replaced, so pixels outside the person come straight from the photo). :class:`Compositor`
-only restricts that to the crop's bounding box in the photo: the rest of a frame is the photo itself, so
-a frame costs warps of the size of the face region instead of the whole photo.
+restricts that to the crop's bounding box in the photo (the rest of a frame is the photo itself, so a
+frame costs a warp of the size of the face region instead of the whole photo) and, since the crop
+transform is fixed for a photo, prepares the warped blend mask and the photo's share of the blend once
+(:class:`~emotalk.data.face.alignment.CropPaster`): per frame one warp of the crop and one multiply-add
+remain, with :func:`paste_crop`'s pixels exactly (a quarter of its time at 512 x 600).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from emotalk.data.face.alignment import apply_similarity, compose_similarity, invert_similarity, paste_crop
+from emotalk.data.face.alignment import CropPaster, apply_similarity, compose_similarity, invert_similarity
 from emotalk.data.face.background import restore_background
 from emotalk.inference.photo import Photo
 
@@ -39,12 +42,13 @@ class Compositor:
         self.m = compose_similarity(photo.crop_matrix, np.array([[1, 0, x0], [0, 1, y0]], np.float64))
         self.feather = max(int(round((PASTE_FEATHER * S) if feather is None else feather)), 0)
         self.region = np.ascontiguousarray(self.image[y0:y1, x0:x1])
+        self.paster = CropPaster(self.region.shape, S, self.m, self.feather, alpha, image=self.region)
 
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         """One ``(S, S, 3)`` uint8 crop -> a full ``(H, W, 3)`` uint8 frame."""
         x0, y0, x1, y1 = self.roi
         out = self.image.copy()
-        out[y0:y1, x0:x1] = paste_crop(self.region, np.ascontiguousarray(crop), self.m, self.feather, self.alpha)
+        self.paster(crop, out=out[y0:y1, x0:x1])
         return out
 
 

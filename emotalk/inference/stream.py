@@ -22,7 +22,8 @@ smoothing      the same Savitzky-Golay filter with a **bounded delay** of ``wind
                equals the whole-clip smoothing
 blinks         the same seeded renewal process drawn lazily (:class:`BlinkStream`), identical blink times
 emotion        constant vectors, a timeline's rows for just these frames, or rows of per-frame arrays
-G_T            per batch of at most the renderer's batch size, then paste-back
+G_T            per batch of at most the renderer's batch size, then paste-back, on a render thread while
+               the next audio block is decoded (``overlap=False``: on the caller's thread)
 =============  =========================================================================================
 
 So for mel features the frames equal ``generate``'s up to float rounding (and the video codec, which a
@@ -37,6 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -65,6 +67,7 @@ class StreamFrame:
     image: np.ndarray  # (H, W, 3) uint8
     audio_seconds: float  # seconds of audio received when the frame came out
     landmarks: np.ndarray | None = None  # (68, 2) final landmarks (aligned canonical space)
+    ready_audio_seconds: float | None = None  # audio received when its inputs were complete (render queued)
 
     def __iter__(self):
         return iter((self.image, self.time))
@@ -97,11 +100,18 @@ class DelayedSmoother:
     centred filter of an interior frame needs ``h`` frames on each side, and the clip's first ``h`` frames
     take the polynomial end fit over its first ``window`` frames. At :meth:`pop` with ``final`` the last
     frames take the end fit too, so the output equals smoothing the whole clip at once. Only the last
-    ``window`` raw frames are held."""
+    ``window`` raw frames are held. Past the clip's first frames a pop needs only the filter's interior,
+    which is :func:`scipy.signal.savgol_filter`'s own convolution without its end fits (a polynomial
+    least-squares fit per call, most of the smoothing's time): the same numbers, computed directly."""
 
     def __init__(self, window: int):
         self.window = int(window)
         self.h = self.window // 2 if self.window > 1 else 0
+        self._coeffs = None
+        if self.window >= 3 and self.window % 2 == 1:  # smooth_landmarks' filter: order 2, odd window
+            from scipy.signal import savgol_coeffs
+
+            self._coeffs = savgol_coeffs(self.window, 2)
         self._raw = np.zeros((0, 68, 2), np.float32)
         self._offset = 0  # frame index of _raw[0]
         self.emitted = 0  # next frame to come out
@@ -124,7 +134,12 @@ class DelayedSmoother:
             if stop <= self.emitted:
                 return np.zeros((0, 68, 2), np.float32)
             seg = self._raw[start - self._offset:(stop if final else stop + self.h) - self._offset]
-            out = smooth_landmarks(seg, self.window)[self.emitted - start:stop - start]
+            if not final and self._coeffs is not None and self.emitted - start == self.h:
+                from scipy.ndimage import convolve1d  # savgol_filter's interior, as it computes it
+
+                out = convolve1d(seg, self._coeffs, axis=0, mode="constant")[self.h:len(seg) - self.h]
+            else:
+                out = smooth_landmarks(seg, self.window)[self.emitted - start:stop - start]
         self.emitted = stop
         keep = max(0, self.emitted - self.window - self._offset)
         if keep:
@@ -228,7 +243,7 @@ class FrameStream:
 
     def __init__(self, pipe, audio, image, options: GenerateOptions | None = None, *, sample_rate: int | None = None,
                  block_seconds: float = BLOCK_SECONDS, audio_tap: Callable[[np.ndarray], None] | None = None,
-                 feature_options: dict | None = None, **overrides):
+                 feature_options: dict | None = None, overlap: bool = True, **overrides):
         opts = GenerateOptions.resolve(options, overrides, "stream(audio, image=..., emotion=...)")
         if image is None:
             raise InputError("give the photo of the target face: stream(audio, image='photo.jpg')")
@@ -249,6 +264,8 @@ class FrameStream:
         self.batch_size = int(opts.batch_size or self.prepared.batch_size)
         self.audio, self.sample_rate, self.block_seconds = audio, sample_rate, float(block_seconds)
         self.audio_tap = audio_tap
+        self.overlap = bool(overlap)
+        self._pending: deque[tuple[int, np.ndarray, float, Future]] = deque()  # renders in flight, in order
         self.smoother = DelayedSmoother(opts.smoothing)
         self.blinks = BlinkStream(self.fps, opts.seed) if opts.blink else None
         rate = SAMPLE_RATE  # of the audio as it arrives: files are decoded at 16 kHz, PCM comes at sample_rate
@@ -281,24 +298,34 @@ class FrameStream:
         return self._run()
 
     def _run(self) -> Iterator[StreamFrame]:
+        """Audio -> features -> G_L -> smoothing on this thread; blinks and emotion rows are drawn here
+        too (in frame order), G_T + paste-back of each batch on a render thread (``overlap``), so the next
+        audio block is decoded while the previous frames render: two cores work at once, frames still come
+        out in order and at most :data:`MAX_IN_FLIGHT` batches wait (bounded memory and latency)."""
         feats, st = self.features, self.stats
-        next_lm = 0
-        for block in audio_blocks(self.audio, self.sample_rate, self.block_seconds):
-            if self.audio_tap is not None:
-                self.audio_tap(block)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="emotalk-render") if self.overlap else None
+        try:
+            next_lm = 0
+            for block in audio_blocks(self.audio, self.sample_rate, self.block_seconds):
+                if self.audio_tap is not None:
+                    self.audio_tap(block)
+                t = time.perf_counter()
+                feats.push(block)
+                st.audio_seconds = feats.samples / SAMPLE_RATE
+                st.stages["features"] += time.perf_counter() - t
+                next_lm = self._landmarks(next_lm, feats.ready())
+                yield from self._render(self.smoother.pop(), pool)
             t = time.perf_counter()
-            feats.push(block)
-            st.audio_seconds = feats.samples / SAMPLE_RATE
+            T = feats.finish()
+            st.num_frames = T
             st.stages["features"] += time.perf_counter() - t
-            next_lm = self._landmarks(next_lm, feats.ready())
-            yield from self._render(self.smoother.pop())
-        t = time.perf_counter()
-        T = feats.finish()
-        st.num_frames = T
-        st.stages["features"] += time.perf_counter() - t
-        next_lm = self._landmarks(next_lm, T)
-        yield from self._render(self.smoother.pop(final=True))
-        self.emotion.finish(T, feats.samples / SAMPLE_RATE)
+            next_lm = self._landmarks(next_lm, T)
+            yield from self._render(self.smoother.pop(final=True), pool)
+            yield from self._collect(wait=0)
+            self.emotion.finish(T, feats.samples / SAMPLE_RATE)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _landmarks(self, start: int, stop: int) -> int:
         """G_L on frames ``start .. stop - 1`` into the smoother; returns ``stop``."""
@@ -314,32 +341,59 @@ class FrameStream:
         self.stats.stages["landmarks"] += time.perf_counter() - t
         return max(start, stop)
 
-    def _render(self, landmarks: np.ndarray) -> Iterator[StreamFrame]:
-        """Blinks, G_T and paste-back for the next ``len(landmarks)`` frames."""
+    def _render(self, landmarks: np.ndarray, pool: ThreadPoolExecutor | None) -> Iterator[StreamFrame]:
+        """Blinks and emotion rows for the next ``len(landmarks)`` frames, then G_T and paste-back per batch
+        (on ``pool`` when given); yields the frames that are done."""
         bs = self.batch_size
         for a in range(0, len(landmarks), bs):
-            t = time.perf_counter()
-            first = self.stats.frames
+            first = self.stats.frames + sum(len(p[1]) for p in self._pending)
             lm = landmarks[a:a + bs]
             n = len(lm)
             if self.blinks is not None:
                 lm = apply_blink(lm, self.blinks.closure(first, first + n)).astype(np.float32)
             _, tex = self.emotion.rows(first, first + n)
-            crops = self.prepared.renderer(self.photo.aligned_to_crop(lm), tex)
-            images = [self.compositor(c) if self.compositor is not None
-                      else crop_on_own_background(c, self.photo, self.prepared.alpha) for c in crops]
-            self.stats.stages["render"] += time.perf_counter() - t
-            for i, image in enumerate(images):
+            yield from self._collect(wait=MAX_IN_FLIGHT - 1)  # room for this batch
+            job = (pool.submit if pool is not None else _now)(self._draw, lm, tex)
+            self._pending.append((first, lm, self.stats.audio_seconds, job))
+        yield from self._collect(wait=MAX_IN_FLIGHT if pool is not None else 0)
+
+    def _draw(self, lm: np.ndarray, tex: np.ndarray | None) -> list[np.ndarray]:
+        t = time.perf_counter()
+        crops = self.prepared.renderer(self.photo.aligned_to_crop(lm), tex)
+        images = [self.compositor(c) if self.compositor is not None
+                  else crop_on_own_background(c, self.photo, self.prepared.alpha) for c in crops]
+        self.stats.stages["render"] += time.perf_counter() - t
+        return images
+
+    def _collect(self, wait: int) -> Iterator[StreamFrame]:
+        """Frames of finished batches, in order; waits until at most ``wait`` batches are in flight."""
+        while self._pending and (len(self._pending) > wait or self._pending[0][3].done()):
+            first, lm, ready, job = self._pending.popleft()
+            for i, image in enumerate(job.result()):
                 if self.stats.first_frame_audio is None:
                     self.stats.first_frame_audio = self.stats.audio_seconds
                 self.stats.frames += 1
-                yield StreamFrame(first + i, (first + i) / self.fps, image, self.stats.audio_seconds, lm[i])
+                yield StreamFrame(first + i, (first + i) / self.fps, image, self.stats.audio_seconds, lm[i], ready)
+
+
+#: batches handed to a stream's render thread and not yet collected: one renders while this thread decodes
+#: the next audio block; the next batch waits for it, so no queue of renders builds up behind a slow
+#: consumer (latency: a frame waits at most for the rest of the previous batch's render)
+MAX_IN_FLIGHT = 1
+
+
+def _now(fn, *args) -> Future:
+    """``fn(*args)`` on this thread, as a finished future (a stream with ``overlap=False``)."""
+    f: Future = Future()
+    f.set_result(fn(*args))
+    return f
 
 
 def stream(pipe, audio, image=None, options: GenerateOptions | None = None, **kwargs) -> FrameStream:
     """:meth:`emotalk.inference.pipeline.Pipeline.stream`: a :class:`FrameStream` (iterate it for
     :class:`StreamFrame` objects). ``kwargs``: ``sample_rate=`` (of PCM blocks / arrays), ``block_seconds=``
     (how a file or array is cut), ``audio_tap=`` (called with each 16 kHz block as it is consumed, e.g.
-    to mux it), ``feature_options=`` (phone decoding: ``lag``, ``warmup``), and any
+    to mux it), ``feature_options=`` (phone decoding: ``lag``, ``warmup``), ``overlap=`` (False: G_T and
+    paste-back on the caller's thread, one core; default True: on a render thread), and any
     :class:`GenerateOptions` field (``emotion=``, ``intensity=``, ``renderer=``, ...)."""
     return FrameStream(pipe, audio, image, options, **kwargs)

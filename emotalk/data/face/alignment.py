@@ -214,23 +214,62 @@ def paste_crop(image: np.ndarray, crop: np.ndarray, m: np.ndarray, feather: int 
                alpha: np.ndarray | None = None) -> np.ndarray:
     """Put a (generated) crop back into ``image`` through the inverse of the image->crop similarity
     ``m``, blending over a ``feather``-pixel border, times ``alpha`` (an optional (S, S) crop mask in
-    [0, 1], e.g. the person mask: the photo shows through where it is 0). Returns a new uint8 image."""
-    import cv2
+    [0, 1], e.g. the person mask: the photo shows through where it is 0). Returns a new uint8 image.
+    For many crops into one image use :class:`CropPaster` (the same result, the mask made once)."""
+    return CropPaster(image.shape[:2], crop.shape[0], m, feather, alpha)(crop, image)
 
-    h, w = image.shape[:2]
-    s = crop.shape[0]
-    inv = invert_similarity(m)
-    back = warp_image(crop, inv, (w, h), border="constant")
-    mask = np.zeros((s, s), np.float32)
-    f = max(int(feather), 0)
-    mask[f:s - f, f:s - f] = 1.0
-    if f:
-        mask = cv2.GaussianBlur(mask, (0, 0), f / 2.0)
-    if alpha is not None:
-        mask = mask * np.asarray(alpha, np.float32)
-    mask = warp_image(mask, inv, (w, h), border="constant")[..., None]
-    out = image.astype(np.float32) * (1 - mask) + back.astype(np.float32) * mask
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+class CropPaster:
+    """:func:`paste_crop` for many crops of one transform: the feathered, alpha-weighted blend mask is
+    warped into the image once, not per crop, and with ``image`` given (the photo a whole video is
+    pasted into) so is the photo's share of the blend, ``image * (1 - mask)``. Per crop only the crop's
+    warp and one multiply-add remain. The arithmetic is :func:`paste_crop`'s (float32, the same mask), so
+    the pixels are identical."""
+
+    def __init__(self, shape: tuple[int, ...], crop_size: int, m: np.ndarray, feather: int = 8,
+                 alpha: np.ndarray | None = None, image: np.ndarray | None = None):
+        import cv2
+
+        h, w = int(shape[0]), int(shape[1])
+        s = int(crop_size)
+        self.size = (w, h)
+        self.inv = invert_similarity(m)
+        mask = np.zeros((s, s), np.float32)
+        f = max(int(feather), 0)
+        mask[f:s - f, f:s - f] = 1.0
+        if f:
+            mask = cv2.GaussianBlur(mask, (0, 0), f / 2.0)
+        if alpha is not None:
+            mask = mask * np.asarray(alpha, np.float32)
+        mask = warp_image(mask, self.inv, (w, h), border="constant")
+        self.mask = np.ascontiguousarray(np.repeat(mask[..., None], 3, axis=2))  # (h, w, 3): no broadcasting
+        self.keep = 1 - mask[..., None]  # the photo's weight, (h, w, 1) as paste_crop broadcasts it
+        # a mask in [0, 1] (up to float rounding) keeps the blend in [0, 255]: then +0.5 and the cast to
+        # uint8 round exactly as paste_crop's clip does, without a pass over the image for the clip
+        self.needs_clip = bool(mask.min() < -1e-4 or mask.max() > 1 + 1e-4)
+        self.base = None if image is None else self._base(image)
+
+    def _base(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] != (self.size[1], self.size[0]):
+            raise ValueError(f"image {image.shape[:2]} does not match the paster's {self.size[::-1]}")
+        return image.astype(np.float32) * self.keep
+
+    def __call__(self, crop: np.ndarray, image: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """``crop`` ``(S, S, 3)`` uint8 blended into ``image`` (default: the one given at construction);
+        into ``out`` (an ``(h, w, 3)`` uint8 array or view) when given, else a new array."""
+        base = self.base if image is None else self._base(image)
+        if base is None:
+            raise ValueError("CropPaster needs the image to paste into (at construction or per call)")
+        back = warp_image(crop, self.inv, self.size, border="constant").astype(np.float32)
+        np.multiply(back, self.mask, out=back)
+        np.add(base, back, out=back)
+        np.add(back, 0.5, out=back)
+        if self.needs_clip:
+            np.clip(back, 0, 255, out=back)
+        if out is None:
+            return back.astype(np.uint8)
+        np.copyto(out, back, casting="unsafe")  # float -> uint8 truncates, as astype does
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
