@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from emotalk.data.face.blinks import apply_blink, blink_track
 from emotalk.models.face_graph import BROWS, EYES, MOUTH, canonical_template
+from emotalk.models.losses.blink_mask import blink_frames, eye_aperture, open_eye_mask
 from emotalk.train.landmark_validation import (ClipAmplitude, amplitude_report, clip_amplitude,
-                                               decode_control, level_amplitudes, predict_clip_amplitudes,
-                                               region_displacement)
+                                               decode_control, expression_summary, level_amplitudes,
+                                               predict_clip_amplitudes, real_clip_amplitudes,
+                                               reference_amplitudes, region_displacement)
 
 EMOTIONS = ["neutral", "happy", "sad"]
 
@@ -45,6 +48,101 @@ def test_half_displacement_gives_half_ratio():
     rep = amplitude_report(clips)
     for key in ("brows", "eyes", "mouth", "expression", "happy", "sad", "neutral", "min"):
         assert rep[f"expr_ratio/{key}"] == pytest.approx(0.5, abs=1e-6), key
+
+
+def _blinking_clip(frames: int = 90, offset: float = 0.02, jitter: float = 0.01, seed: int = 0):
+    """A template face whose eyes and brows hold a static offset (``offset`` down and right: a known
+    expression), blinks once (frames ~30-39, lids shut at ~34) and jitters like a landmark detector."""
+    neutral = torch.from_numpy(canonical_template()).double()
+    held = neutral.clone()
+    held[list(EYES) + list(BROWS)] += torch.tensor([offset, offset]) / 2 ** 0.5
+    closure = blink_track(np.array([1.0]), frames)
+    clean = torch.from_numpy(apply_blink(np.repeat(held.numpy()[None], frames, 0), closure))
+    g = torch.Generator().manual_seed(seed)
+    real = clean + jitter * torch.randn(frames, 68, 2, generator=g, dtype=torch.float64)
+    return neutral.float(), real.float(), held.float().expand(frames, 68, 2), closure
+
+
+def test_blinks_are_found_from_the_eye_aperture():
+    neutral, real, _, closure = _blinking_clip(jitter=0.0)
+    ap = eye_aperture(real)
+    assert float(eye_aperture(neutral)) == pytest.approx(float(ap[0]), rel=1e-5)  # the offset moves, not shapes
+    assert float(ap[closure.argmax()]) < 0.3 * float(ap[0])
+    blink = blink_frames(ap)
+    shut = torch.from_numpy(closure > 0.3)
+    assert bool(blink[shut].all())  # every well-closed frame ...
+    assert int(blink.sum()) <= int((closure > 0).sum()) + 2 * 2  # ... and only the blink (plus dilation)
+    # a clip-long squint (every frame's aperture 30 % lower) is the clip's open eye, not a blink
+    assert not bool(blink_frames(0.7 * eye_aperture(neutral).expand(40)).any())
+    # the table's row order does not matter: frames shuffled, the same frames found
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(1))
+    index = np.stack([np.zeros(len(real), int), np.arange(len(real))], 1)
+    mask = open_eye_mask(real[perm], index[perm.numpy()])
+    assert torch.equal(mask, ~blink[perm])
+
+
+def test_static_offset_plus_blink_plus_jitter_measures_the_offset():
+    """Known answer: eyes and brows held 0.02 off neutral, one blink, 0.01 detector jitter per coordinate.
+    The clip's expression amplitude is the offset (within the jitter's 1/sqrt(T) residue); the per-frame
+    definition counts the blink and the jitter as expression too (~0.023). A prediction that holds exactly
+    the offset and never blinks or jitters gets ratio ~1 (per-frame: ~0.85)."""
+    neutral, real, held, closure = _blinking_clip()
+    open_ = open_eye_mask(real, np.stack([np.zeros(len(real), int), np.arange(len(real))], 1))
+    c = clip_amplitude("happy", 3, held, real, neutral, open_eyes=open_)
+    for r in ("brows", "eyes"):
+        assert c.real[r] == pytest.approx(0.02, rel=0.1), r
+        assert c.predicted[r] == pytest.approx(0.02, rel=1e-5), r
+        assert c.real_frames[r] > 1.1 * 0.02, r  # the old number: jitter and blink inflate the real side
+    assert c.predicted["mouth"] == pytest.approx(0.0, abs=1e-6)  # the mouth did not move
+    rep = amplitude_report([c])
+    assert rep["expr_ratio/eyes"] == pytest.approx(1.0, abs=0.1)
+    assert rep["expr_ratio_frames/eyes"] < 0.9
+    # a clip that only blinks (no offset, no jitter) has no eye expression once the blink is left out
+    neutral, blinking, _, _ = _blinking_clip(offset=0.0, jitter=0.0)
+    index = np.stack([np.zeros(len(blinking), int), np.arange(len(blinking))], 1)
+    only = clip_amplitude("neutral", 1, blinking, blinking, neutral, open_eyes=open_eye_mask(blinking, index))
+    assert only.real["eyes"] == pytest.approx(0.0, abs=1e-6)
+    assert clip_amplitude("neutral", 1, blinking, blinking, neutral).real["eyes"] > 1e-3  # unmasked: not 0
+    _, clean, _, _ = _blinking_clip(jitter=0.0)
+    still = clean.clone()
+    still[:] = held[0]
+    c0 = clip_amplitude("happy", 3, held, still, neutral)
+    assert c0.real["eyes"] == pytest.approx(c0.real_frames["eyes"], rel=1e-5)
+
+
+def test_reach_of_the_training_subjects_amplitude():
+    """``expr_reach``: the training clips' mean real amplitude over the held-out one, per cell."""
+    def c(emo, real_eyes):
+        return ClipAmplitude(emo, 3, {"eyes": 0.5 * real_eyes}, {"eyes": real_eyes})
+
+    train = [c("happy", 0.006), c("happy", 0.010), c("sad", 0.02)]
+    ref = reference_amplitudes(train)
+    assert ref == {"happy": {"eyes": pytest.approx(0.008)}, "sad": {"eyes": pytest.approx(0.02)}}
+    rep = amplitude_report([c("happy", 0.016), c("sad", 0.01), c("angry", 0.02)], reference=ref)
+    assert rep["expr_reach/happy/eyes"] == pytest.approx(0.5)
+    assert rep["expr_reach/sad/eyes"] == pytest.approx(2.0)
+    assert "expr_reach/angry/eyes" not in rep  # no training clip of that emotion
+    assert not any(k.startswith("expr_reach") for k in amplitude_report(train))
+    table = expression_summary(7, rep, regions=("eyes",))
+    assert "0.500 /0.50" in table and "reach" in table
+
+
+def test_real_clip_amplitudes_need_no_model():
+    rows = []
+    for cid, emo in enumerate(["happy", "sad"]):
+        neutral, real = _clip(cid, frames=8)
+        vec = torch.zeros(6)
+        vec[EMOTIONS.index(emo)] = 1
+        vec[5] = 1
+        rows.append((real, vec.expand(8, 6), neutral.expand(8, 68, 2),
+                     np.stack([np.full(8, cid), np.arange(8)], 1)))
+    target, emotion, neutral = (torch.cat([r[i] for r in rows]) for i in range(3))
+    index = np.concatenate([r[3] for r in rows])
+    clips = real_clip_amplitudes(emotion, neutral, target, index, EMOTIONS, 3)
+    assert [(c.emotion, c.level) for c in clips] == [("happy", 3), ("sad", 3)]
+    direct = clip_amplitude("sad", 3, target[8:], target[8:], neutral[8:],
+                            open_eyes=open_eye_mask(target[8:], index[8:]))
+    assert clips[1].real == pytest.approx(direct.real) and clips[1].predicted == clips[1].real
 
 
 def test_ratio_of_means_not_mean_of_ratios():
@@ -142,6 +240,7 @@ def test_predict_clip_amplitudes_groups_clips_and_strides(stride):
     rows = []
     for cid, (emo, level, frames) in enumerate([("happy", 3, 10), ("sad", 1, 7)]):
         neutral, real = _clip(cid, frames=frames)
+        real[:, list(EYES)] = neutral[list(EYES)] + 0.01  # eyes held open (no aperture dips: no blink frames)
         vec = torch.zeros(6)
         vec[EMOTIONS.index(emo)] = 1
         vec[3 + level - 1] = 1
@@ -157,10 +256,18 @@ def test_predict_clip_amplitudes_groups_clips_and_strides(stride):
     for c in clips:
         for r in c.real:
             assert c.predicted[r] == pytest.approx(0.5 * c.real[r], rel=1e-5)
-    # the stride keeps frames 0, stride, 2·stride … of each clip: the real amplitude is their mean
+    # the stride keeps frames 0, stride, 2·stride … of each clip: the mouth's real amplitude is the mean of
+    # their per-frame displacements, the brows' the displacement of their mean over the open-eye frames
+    # (blinks found on every frame of the clip, before the stride)
     kept = [i for i in range(10) if i % stride == 0]
-    expect = float(region_displacement(target[kept], neutral[kept], BROWS).mean())
-    assert clips[0].real["brows"] == pytest.approx(expect, rel=1e-6)
+    expect = float(region_displacement(target[kept], neutral[kept], MOUTH).mean())
+    assert clips[0].real["mouth"] == pytest.approx(expect, rel=1e-6)
+    assert bool(open_eye_mask(target, index).all())
+    brows = list(BROWS)
+    static = (target[kept][:, brows] - neutral[kept][:, brows]).mean(dim=0).norm(dim=-1).mean()
+    assert clips[0].real["brows"] == pytest.approx(float(static), rel=1e-5)
+    assert clips[0].real_frames["brows"] == pytest.approx(
+        float(region_displacement(target[kept], neutral[kept], BROWS).mean()), rel=1e-6)
 
 
 # --- the opt-in vertex-loss variants (emotalk.models.losses.weighted_vertex_loss) ---

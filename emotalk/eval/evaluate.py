@@ -61,7 +61,7 @@ GRID_RENDERERS = ("neural", "warp")
 #: metrics that run offline with what is installed; the weight-backed ones join when their weights are set
 OFFLINE_METRICS = ("psnr", "ssim", "cpbd", "fid_dlib", "m_ld", "m_lvd", "f_ld", "f_lvd", "csim_dlib",
                    "av_sync_conf", "expr_transfer_brows", "expr_transfer_eyes", "expr_transfer_mouth",
-                   "emotion_separation", "intensity_monotonic", "blink_visibility", "mouth_psnr")
+                   "emotion_separation", "intensity_monotonic", "blink_visibility", "blink_pixels", "mouth_psnr")
 WEIGHTED_METRICS = {"fid": "inception_weights", "csim": "arcface_weights", "lse_c": "syncnet_weights",
                     "lse_d": "syncnet_weights", "emo_acc": "emotion_classifier",
                     "emo_acc_lm": "landmark_emotion_classifier", "emo_acc_fan": "emotion_fan_weights"}
@@ -69,8 +69,8 @@ WEIGHTED_METRICS = {"fid": "inception_weights", "csim": "arcface_weights", "lse_
 #: asked-for emotion visible in the pixels?)
 #: the field's MEAD metrics with no column in the paper's tables (appended to Tables 2 and 4 when computed)
 FIELD_COLUMNS = ("Acc_emo (FAN)",)
-EXPRESSION_COLUMNS = ("ExT-brows", "ExT-eyes", "ExT-mouth", "Sep", "Int-mono", "Blink-ap", "Mouth-PSNR",
-                      "Emo-Acc-LM")
+EXPRESSION_COLUMNS = ("ExT-brows", "ExT-eyes", "ExT-mouth", "Sep", "Int-mono", "Blink-ap", "Blink-px",
+                      "Mouth-PSNR", "Emo-Acc-LM")
 
 
 @dataclass
@@ -278,9 +278,11 @@ def build_tables(cfg: EvalConfig, results: dict[str, dict[str, float]], methods:
                      "ceiling); Sep = distance of the top-intensity emotions' renderings from the neutral one "
                      "(eye distances); Int-mono = share of emotions whose separation grows with the intensity; "
                      "Blink-ap = re-detected eye aperture at an inserted blink over the open eye (lower = "
-                     "visible); Mouth-PSNR = PSNR inside the real frames' inner-lip polygon on open-mouth "
-                     "frames (dark cavity, teeth); Emo-Acc-LM = emotion accuracy (%) of a classifier on landmark "
-                     "geometry (the ground-truth row is its ceiling).\n")
+                     "visible; dlib misses real blinks); Blink-px = how open the eyes look at the blink, from "
+                     "the pixels (0 = closed to a line; real blinks read 0.15-0.31); Mouth-PSNR = PSNR inside the "
+                     "real frames' inner-lip polygon on open-mouth frames (dark cavity, teeth); Emo-Acc-LM = "
+                     "emotion accuracy (%) of a classifier on landmark geometry (the ground-truth row is its "
+                     "ceiling).\n")
         head = card_markdown(card) if card else ""
         if card and card.get("seen_subjects"):
             title += " [SEEN SUBJECTS]"

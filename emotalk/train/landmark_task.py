@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from emotalk.data.datasets.landmark import LandmarkFrameDataset, dataset_subjects, load_clips, manifest_or_none
 from emotalk.data.datasets.splits import split_subjects
 from emotalk.data.loading import build_model, load_model
 from emotalk.errors import ConfigError
-from emotalk.models.face_graph import MOUTH, adjacency_matrix, mouth_opening
+from emotalk.models.face_graph import BROWS, EYES, MOUTH, adjacency_matrix, mouth_opening
 from emotalk.models.landmark_generator import GraphDiscriminator, LandmarkModelConfig
-from emotalk.models.losses.amplitude_loss import amplitude_loss
+from emotalk.models.losses.amplitude_loss import AMPLITUDE_REGIONS, amplitude_loss
+from emotalk.models.losses.blink_mask import open_eye_mask
 from emotalk.models.losses.lsgan import lsgan_d_loss, lsgan_g_loss
 from emotalk.models.losses.vertex_loss import vertex_loss
 from emotalk.models.losses.weighted_vertex_loss import NORMS, region_point_weights, weighted_vertex_loss
 from emotalk.train.landmark_validation import (LandmarkValidationConfig, amplitude_report, clip_amplitude,
-                                               expression_summary, landmark_emotion_accuracy, predict_clips)
+                                               expression_summary, landmark_emotion_accuracy, predict_clips,
+                                               real_clip_amplitudes, reference_amplitudes)
 from emotalk.train.task import OptimConfig, Task, TrainerConfig
 
 
@@ -44,6 +48,16 @@ class LandmarkLossConfig:
     # L_amp stays off for this fraction of train.steps: it scales the directions that eq. (2) has learned,
     # so it should not act before there are any (measured: from step 0 it slows the emotion's direction)
     amplitude_warmup: float = 0.0
+    # per-region factors on L_amp's terms (brows, eyes, mouth; missing = 1)
+    amplitude_weights: dict[str, float] = field(default_factory=dict)
+    # the brows' and eyes' L_amp target: "frame" = the target frame's own amplitude (detector jitter and
+    # blinks included) | "clip" = the amplitude of the clip's mean face over its open-eye frames, the
+    # quantity the held-out validation measures (train/landmark_validation.py)
+    amplitude_target: str = "frame"
+    # leave blink frames (eye-aperture dips of the target, models/losses/blink_mask.py) out of the eye
+    # points of eq. (2) and of L_amp's eye term: a random blink is no part of the emotion (the paper adds
+    # blinks with a separate module); False = eq. (2) on every frame
+    mask_blinks: bool = False
 
 
 @dataclass
@@ -65,6 +79,12 @@ class LandmarkTrainConfig:
             region_point_weights(self.loss.region_weights)
         except ValueError as e:
             raise ConfigError(f"loss.region_weights: {e}") from None
+        unknown = set(self.loss.amplitude_weights) - set(AMPLITUDE_REGIONS)
+        if unknown or min(self.loss.amplitude_weights.values(), default=0) < 0:
+            raise ConfigError(f"loss.amplitude_weights takes non-negative factors for "
+                              f"{', '.join(AMPLITUDE_REGIONS)}; got {dict(self.loss.amplitude_weights)}")
+        if self.loss.amplitude_target not in ("frame", "clip"):
+            raise ConfigError(f"loss.amplitude_target must be 'frame' or 'clip', got {self.loss.amplitude_target!r}")
         if not 0 <= self.loss.amplitude_warmup < 1:
             raise ConfigError(f"loss.amplitude_warmup is a fraction of train.steps in [0, 1), "
                               f"got {self.loss.amplitude_warmup}")
@@ -72,6 +92,34 @@ class LandmarkTrainConfig:
             raise ConfigError("validation.expression_frame_stride must be >= 1 (1 = every frame)")
         if self.validation.expression_every < 0:
             raise ConfigError("validation.expression_every must be >= 0 (0 = at every validation)")
+
+
+class EyeAwareFrames(Dataset):
+    """A :class:`LandmarkFrameDataset` whose items also carry ``open_eyes`` (1.0, or 0.0 on a blink frame of
+    the target: models/losses/blink_mask.py) and ``clip_target`` (the mean target face of the frame's clip
+    over its open-eye frames: the face without blinks and detector jitter). Other attributes are the
+    wrapped dataset's."""
+
+    def __init__(self, frames: LandmarkFrameDataset):
+        self.frames = frames
+        self.open_eyes = open_eye_mask(frames.target, frames.index).float()
+        self.clip_target = frames.target.clone()
+        ids = np.asarray(frames.index)[:, 0]
+        for cid in np.unique(ids):
+            rows = torch.from_numpy(np.nonzero(ids == cid)[0])
+            sel = rows[self.open_eyes[rows] > 0]
+            self.clip_target[rows] = frames.target[sel if len(sel) else rows].mean(dim=0)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {**self.frames[i], "open_eyes": self.open_eyes[i], "clip_target": self.clip_target[i]}
+
+    def __getattr__(self, name: str):
+        if name == "frames":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.frames, name)
 
 
 class LandmarkTask(Task):
@@ -83,6 +131,7 @@ class LandmarkTask(Task):
         self._datasets = None
         self._expression_numbers: tuple[int | None, dict] = (None, {})
         self._classifier = None  # the landmark emotion classifier for Emo-Acc-LM, loaded on first use
+        self._reference = None  # the training clips' real expression amplitudes, computed on first use
         self._log, self._device = None, "cpu"
 
     def build_datasets(self):
@@ -94,6 +143,9 @@ class LandmarkTask(Task):
             m = self.cfg.model
             train = LandmarkFrameDataset(load_clips(d.root, train_s, d.max_clips), m.emotions,
                                          m.intensity_levels, d.graph_input)
+            lo = self.cfg.loss
+            if lo.mask_blinks or (lo.lambda_amplitude > 0 and lo.amplitude_target == "clip"):
+                train = EyeAwareFrames(train)
             val = LandmarkFrameDataset(load_clips(d.root, val_s), m.emotions, m.intensity_levels,
                                        d.graph_input) if val_s else None
             self._datasets = (train, val)
@@ -120,13 +172,15 @@ class LandmarkTask(Task):
     def train_step(self, batch, ctx):
         G = ctx.models["generator"]
         lam = self.cfg.loss
+        open_eyes = batch["open_eyes"] if lam.mask_blinks else None  # (B,) 1 = not a blink frame
         with ctx.autocast():
             pred = G(batch["audio"], batch["emotion"], batch["neutral"])["landmarks"]
-            l_ver = self._vertex_loss(pred.float(), batch["target"])
+            l_ver = self._vertex_loss(pred.float(), batch["target"], open_eyes)
         logs = {"ver": l_ver.detach()}
         l_gen = lam.lambda_ver * l_ver  # eq. (4) without its GAN term, plus the optional amplitude term
         if lam.lambda_amplitude > 0 and ctx.step_index >= lam.amplitude_warmup * self.cfg.train.steps:
-            l_amplitude = amplitude_loss(pred.float(), batch["target"], batch["neutral"])
+            l_amplitude = amplitude_loss(pred.float(), self._amplitude_target(batch), batch["neutral"],
+                                         weights=self._amplitude_weights(open_eyes, pred))
             l_gen = l_gen + lam.lambda_amplitude * l_amplitude
             logs["amplitude"] = l_amplitude.detach()
         if "discriminator" in ctx.models:
@@ -148,12 +202,39 @@ class LandmarkTask(Task):
                          + lam.lambda_amplitude * logs.get("amplitude", 0.0))
         return ctx.log_values(logs)
 
-    def _vertex_loss(self, pred, target):
-        """Eq. (2), or its weighted / L1 variant when the config asks for one."""
+    def _vertex_loss(self, pred, target, open_eyes=None):
+        """Eq. (2), or its weighted / L1 / blink-masked variant when the config asks for one."""
         lo = self.cfg.loss
-        if lo.vertex_norm == "l2" and not lo.region_weights:
+        if lo.vertex_norm == "l2" and not lo.region_weights and open_eyes is None:
             return vertex_loss(pred, target)
-        return weighted_vertex_loss(pred, target, region_point_weights(lo.region_weights), lo.vertex_norm)
+        weights = region_point_weights(lo.region_weights)
+        if open_eyes is not None:  # (B, 68): the eye points of blink frames weigh 0
+            weights = (torch.ones(68) if weights is None else weights).to(pred).expand(len(pred), -1).clone()
+            weights[:, list(EYES)] *= open_eyes.to(pred)[:, None]
+        return weighted_vertex_loss(pred, target, weights, lo.vertex_norm)
+
+    def _amplitude_target(self, batch):
+        """L_amp's target: the frame, or (``amplitude_target: clip``) for the brows and eyes its clip's mean
+        open-eye face."""
+        if self.cfg.loss.amplitude_target != "clip":
+            return batch["target"]
+        target = batch["target"].clone()
+        static = list(BROWS + EYES)
+        target[:, static] = batch["clip_target"][:, static]
+        return target
+
+    def _amplitude_weights(self, open_eyes, pred):
+        """``(B, R)`` factors on L_amp's region terms: the config's per-region weights, eyes 0 on blink
+        frames when masked; None when all are 1."""
+        lo = self.cfg.loss
+        if not lo.amplitude_weights and open_eyes is None:
+            return None
+        names = list(AMPLITUDE_REGIONS)
+        w = torch.tensor([float(lo.amplitude_weights.get(r, 1.0)) for r in names]).to(pred)
+        w = w.expand(len(pred), -1).clone()
+        if open_eyes is not None:
+            w[:, names.index("eyes")] *= open_eyes.to(pred)
+        return w
 
     @torch.no_grad()
     def validate_step(self, batch, ctx):
@@ -186,8 +267,9 @@ class LandmarkTask(Task):
             m = self.cfg.model
             clips = predict_clips(ctx.raw["generator"], val.audio, val.emotion, val.neutral, val.target,
                                   val.index, m.emotions, m.intensity_levels, v.expression_frame_stride)
-            numbers = amplitude_report(clip_amplitude(c.emotion, c.level, c.predicted, c.real, c.neutral)
-                                       for c in clips)
+            numbers = amplitude_report((clip_amplitude(c.emotion, c.level, c.predicted, c.real, c.neutral,
+                                                       open_eyes=c.open_eyes) for c in clips),
+                                       reference=self._reference_amplitudes())
             clf = self._landmark_classifier()
             if clf is not None:
                 numbers.update(landmark_emotion_accuracy(clf.module, clf.meta.emotions, clips))
@@ -195,6 +277,17 @@ class LandmarkTask(Task):
             if self._log is not None:
                 self._log(expression_summary(step, numbers))
         return self._expression_numbers[1]
+
+    def _reference_amplitudes(self):
+        """The training clips' real amplitudes per emotion and region (for ``expr_reach``), computed once
+        (no model: about 0.1 s per thousand frames at the validation's frame stride)."""
+        if self._reference is None:
+            train, _ = self.build_datasets()
+            m = self.cfg.model
+            self._reference = reference_amplitudes(real_clip_amplitudes(
+                train.emotion, train.neutral, train.target, train.index, m.emotions, m.intensity_levels,
+                self.cfg.validation.expression_frame_stride))
+        return self._reference
 
     def _landmark_classifier(self):
         path = self.cfg.validation.landmark_emotion_classifier

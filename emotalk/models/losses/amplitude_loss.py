@@ -42,12 +42,19 @@ def region_amplitudes(points: Tensor, neutral: Tensor, regions: Mapping[str, Seq
 
 
 def amplitude_loss(pred: Tensor, target: Tensor, neutral: Tensor,
-                   regions: Mapping[str, Sequence[int]] = AMPLITUDE_REGIONS) -> Tensor:
-    """Scalar ``L_amp`` (module docstring) for ``(B, N, 2)`` prediction, target and neutral faces."""
+                   regions: Mapping[str, Sequence[int]] = AMPLITUDE_REGIONS,
+                   weights: Tensor | None = None) -> Tensor:
+    """Scalar ``L_amp`` (module docstring) for ``(B, N, 2)`` prediction, target and neutral faces.
+
+    ``weights``: ``(R,)`` per-region or ``(B, R)`` per-sample-and-region factors on the squared amplitude
+    differences (columns in the order of ``regions``; 0 drops a region of a sample, e.g. the eyes of a
+    blink frame); None = 1 everywhere (the formula above)."""
     if pred.shape != target.shape or pred.shape != neutral.shape:
         raise ValueError(f"amplitude_loss: prediction {tuple(pred.shape)}, target {tuple(target.shape)} and "
                          f"neutral {tuple(neutral.shape)} must have the same shape")
     if pred.dim() != 3:
         raise ValueError(f"amplitude_loss expects (B, N, 2) landmark graphs, got {tuple(pred.shape)}")
-    diff = region_amplitudes(pred, neutral, regions) - region_amplitudes(target, neutral, regions)
-    return diff.pow(2).sum(dim=1).mean()
+    diff = (region_amplitudes(pred, neutral, regions) - region_amplitudes(target, neutral, regions)).pow(2)
+    if weights is not None:
+        diff = diff * weights.to(diff)
+    return diff.sum(dim=1).mean()

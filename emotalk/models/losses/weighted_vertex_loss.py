@@ -45,7 +45,8 @@ def weighted_vertex_loss(pred: Tensor, target: Tensor, point_weights: Tensor | N
                          norm: str = "l2") -> Tensor:
     """``(..., N, 2)`` prediction and target -> scalar: per graph, the sum over points of
     ``w_i · err_i`` (``err_i`` = squared coordinate error for "l2", absolute for "l1", summed over x, y),
-    then the mean over the leading dimensions — eq. (2)'s reduction."""
+    then the mean over the leading dimensions — eq. (2)'s reduction. ``point_weights`` is ``(N,)`` or, for
+    weights that differ per graph (e.g. the eyes of blink frames at 0), ``(..., N)``."""
     if pred.shape != target.shape:
         raise ValueError(f"weighted_vertex_loss: prediction {tuple(pred.shape)} and target "
                          f"{tuple(target.shape)} must have the same shape")
