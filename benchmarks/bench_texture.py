@@ -10,9 +10,12 @@ seconds.
   features cached (as the renderer runs it); convolutions and matmuls only.
 - Conv peak, measured in the same run, same dtype: every convolution of the model that carries >= 5 % of
   the FLOPs is run as the GEMM it is (M = B·H·W output pixels, K = C_in·k², N = C_out) through a 1×1
-  convolution (oneDNN on CPU, cuDNN on CUDA); the peak is the best of those rates (measured before and
-  after the model, best of both: robust to a machine others are using). ``peak_fraction`` =
-  FLOPs/frame × frames/s / peak. Winograd can need fewer FLOPs than counted, so > 1 is possible.
+  convolution (oneDNN on CPU, cuDNN on CUDA; with its weight reordered per call and once, the better
+  counts); the peak is the best of those rates (measured before and after the model, best of both: robust
+  to a machine others are using). ``peak_fraction`` =
+  FLOPs/frame × frames/s / peak. The FLOPs are the training module's; the fast path skips f_t's share of
+  two motion convolutions (per-identity, ~7 % at 256²) and Winograd can need fewer, so > 1 is possible.
+- ``--breakdown``: the fast path's per-operator share of one forward's time (torch.profiler).
 - Default batch: :class:`~emotalk.inference.fast_texture.BatchTuner` over ``--batches`` on real
   forwards (what ``emotalk generate`` does on its first frames), frames/s reported for every batch.
 - On CUDA the fp32 figures are given with TF32 off (strict fp32) and on (what ``generate`` gets), labelled.
@@ -35,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emotalk.data.face.alignment import crop_template  # noqa: E402
+from emotalk.inference.fast_ops import PackedConv  # noqa: E402
 from emotalk.inference.fast_texture import BatchTuner, FastTextureGenerator, native_bf16  # noqa: E402
 from emotalk.inference.one_shot import one_shot_finetune  # noqa: E402
 from emotalk.models.texture_generator import TextureGenerator, TextureModelConfig, count_parameters  # noqa: E402
@@ -80,7 +84,9 @@ def conv_shapes(G: TextureGenerator, inputs) -> list[dict]:
 
 
 def gemm_peak(shapes: list[dict], dev: torch.device, dtype: torch.dtype) -> float:
-    """Best FLOP/s of the dominant convolutions run as GEMMs (1×1 convolutions, channels_last)."""
+    """Best FLOP/s of the dominant convolutions run as GEMMs (1×1 convolutions, channels_last), each both
+    through ``F.conv2d`` and with its weight reordered once (:class:`PackedConv`, as the fast path runs):
+    the better of the two counts, so the fast path's own weight packing cannot flatter its fraction."""
     total = sum(s["flops"] for s in shapes)
     best = 0.0
     seen = set()
@@ -91,10 +97,28 @@ def gemm_peak(shapes: list[dict], dev: torch.device, dtype: torch.dtype) -> floa
         seen.add(key)
         x = torch.randn(s["batch"], s["K"], *s["hw"], device=dev).to(dtype).contiguous(memory_format=torch.channels_last)
         conv = torch.nn.Conv2d(s["K"], s["N"], 1, bias=False).to(dev, dtype).to(memory_format=torch.channels_last)
+        packed = PackedConv.of(conv)
         with torch.no_grad():
-            t = timed(lambda: conv(x), dev, iters=3, warmup=1)
+            t = min(timed(lambda: conv(x), dev, iters=3, warmup=1),
+                    timed(lambda: packed(x), dev, iters=3, warmup=1))
         best = max(best, s["flops"] / t)
     return best
+
+
+def breakdown(fast: FastTextureGenerator, args: tuple, top: int = 12) -> list[tuple[str, float]]:
+    """Share of one forward's CPU time per operator (torch.profiler), convolutions first: where the time
+    that is not convolution goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fast(*args)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fast(*args)
+    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ev) or 1.0
+    conv = sum(e.self_cpu_time_total for e in ev if "conv" in e.key)
+    rows = [("convolution (all)", conv / total)]
+    rows += [(e.key, e.self_cpu_time_total / total) for e in ev if "conv" not in e.key][:top]
+    return rows
 
 
 def flops_per_frame(G, inputs) -> int:
@@ -114,6 +138,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--no-eager", action="store_true", help="skip the training module's (eager) baseline")
     ap.add_argument("--no-one-shot", action="store_true")
+    ap.add_argument("--breakdown", action="store_true", help="print the fast path's per-operator time shares")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
@@ -168,6 +193,10 @@ def main() -> None:
             res[f"fps_{label}_{name}"] = fps[b]
             res[f"peak_fraction_{label}_{name}"] = fpf * fps[b] / peak
         res[f"fps_never_lower_at_default_batch_{label}"] = fps[chosen] >= fps[batches[0]]
+        if args.breakdown:
+            for name, b in (("batch1", batches[0]), ("default_batch", chosen)):
+                rows = breakdown(fast, (ident, lm, driven[b], emo))
+                res[f"time_share_{label}_{name}"] = {k: round(v, 3) for k, v in rows}
         if not args.no_eager and label in ("fp32", "fp32_tf32_on"):
             b = chosen
             with torch.no_grad():

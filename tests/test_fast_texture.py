@@ -8,9 +8,11 @@ import json
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from emotalk.data.face.alignment import crop_template
 from emotalk.errors import InputError
+from emotalk.inference.fast_ops import PackedConv, bilinear_taps, gather_warp, nhwc_rows
 from emotalk.inference.fast_texture import (BatchTuner, FastTextureGenerator, fold_batchnorm, native_bf16,
                                             render_batches, resolve_precision)
 from emotalk.models.texture_generator import TextureGenerator, TextureModelConfig
@@ -152,3 +154,23 @@ def test_fast_path_on_cuda_matches_the_module_and_bf16_is_native_there():
         fast = FastTextureGenerator(G, precision="auto")
         assert fast.precision == "bf16"
         assert (fast(fast.encode_identity(img), lm, driven, emo)["image"] - ref).abs().mean() < 0.03
+
+
+def test_gather_warp_is_grid_sample_border_times_the_gate_and_packed_conv_is_conv2d():
+    g = torch.Generator().manual_seed(3)
+    feat = torch.randn(1, 5, 7, 9, generator=g)
+    grid = torch.rand(2, 6, 8, 2, generator=g) * 2.6 - 1.3  # some positions outside: border padding
+    gate = torch.rand(2, 1, 6, 8, generator=g)
+    ref = F.grid_sample(feat.expand(2, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False) * gate
+    rows = nhwc_rows(feat.contiguous(memory_format=torch.channels_last))
+    out = gather_warp(rows, bilinear_taps(grid, (7, 9), gate), (2, 6, 8))
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    conv = nn.Conv2d(5, 4, 3, stride=2, padding=1)
+    x, add = torch.randn(3, 5, 8, 8, generator=g), torch.randn(1, 4, 4, 4, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(PackedConv.of(conv)(x, relu=True, add=add), torch.relu(conv(x) + add))
+        rest = PackedConv.of(conv, [slice(2, 5)], bias=False)(x[:, 2:])
+        split = PackedConv.of(conv, [slice(0, 2)])(x[:, :2], add=rest)
+        torch.testing.assert_close(split, conv(x), rtol=1e-5, atol=1e-5)  # a conv of a concatenation = sum of parts

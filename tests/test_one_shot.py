@@ -9,6 +9,7 @@ import torch
 
 from emotalk.config import to_dict
 from emotalk.errors import InputError
+from emotalk.inference import one_shot as os_mod
 from emotalk.inference.one_shot import one_shot_finetune
 from emotalk.models.texture_generator import TextureGenerator, TextureModelConfig
 from emotalk.data.io.checkpoint import save_checkpoint
@@ -44,6 +45,141 @@ def base_model():
         loss.backward()
         opt.step()
     return G.eval()
+
+
+def _close(a, b, atol=1e-6, rtol=1e-5):
+    """torch.allclose with the worst difference in the message (torch.testing.assert_close imports
+    torch.distributed on first use: seconds)."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    assert torch.allclose(a, b, atol=atol, rtol=rtol), f"max |a - b| = {float((a - b).abs().max()):.3g}"
+
+
+def _inputs(G):
+    """A smooth random 32x32 'photo' with the canonical crop's landmarks (no face detector needed)."""
+    from torch.nn import functional as F
+
+    from emotalk.data.face.alignment import crop_template
+
+    img = F.interpolate(torch.rand(1, 3, 8, 8) * 2 - 1, size=(32, 32), mode="bilinear", align_corners=False)
+    lm = torch.as_tensor(crop_template(32), dtype=torch.float32)[None]
+    return img, lm, os_mod.neutral_emotion(G)
+
+
+@pytest.mark.parametrize("extra", [{}, {"flow_mode": "concat"},
+                                   {"image_skip": True, "prior_flow": True, "prior_flow_kind": "gaussian",
+                                    "flow_stride": 2}])
+def test_frozen_motion_render_equals_the_model_forward(extra, one_torch_thread):
+    """E_T -> fixed warp/gate -> D_T with the frozen motion reproduces TextureGenerator.forward on the photo,
+    in every flow mode."""
+    torch.manual_seed(1)
+    cfg = TextureModelConfig(image_size=32, width_mult=0.125, emotion_feature_dim=8, bottleneck_blocks=1, **extra)
+    G = TextureGenerator(cfg).eval()
+    with torch.no_grad():  # a non-zero flow head, so the warp is not the identity
+        G.motion.flow_head.weight.normal_(0, 0.05)
+    img, lmt, emo = _inputs(G)
+    with torch.no_grad():
+        feats = G.encode_identity(img)
+        motion, image = os_mod.frozen_motion(G, feats, lmt, emo)
+        ref = G(img, lmt, lmt, emo)["image"]
+        assert float(motion.flow.abs().max()) > 1e-3
+        work_e = os_mod.working_copy(G.identity_encoder, torch.float32)
+        work_d = os_mod.working_copy(G.decoder, torch.float32)
+        out = os_mod.render(G, work_d, os_mod.encode(work_e, img.contiguous(memory_format=torch.channels_last)),
+                            motion)
+    _close(image, ref)
+    _close(out, ref, atol=2e-5, rtol=1e-4)
+
+
+def test_frozen_motion_gradients_equal_the_forward_with_the_motion_input_detached(one_torch_thread):
+    """The frozen-motion step's gradients (motion computed once, fixed warp) are the model's own gradients
+    when the motion network's input is detached, and differ from back-propagating through it (full)."""
+    torch.manual_seed(2)
+    G = TextureGenerator(TextureModelConfig(image_size=32, width_mult=0.125, emotion_feature_dim=8,
+                                            bottleneck_blocks=1)).eval()
+    with torch.no_grad():
+        G.motion.flow_head.weight.normal_(0, 0.05)
+    img, lmt, emo = _inputs(G)
+    for p in G.parameters():
+        p.requires_grad_(False)
+    params = G.identity_parameters()
+    for p in params:
+        p.requires_grad_(True)
+
+    def grads(loss):
+        return [g.clone() for g in torch.autograd.grad(loss, params)]
+
+    full = grads((G(img, lmt, lmt, emo)["image"] - img).abs().mean())
+    hook = G.motion.register_forward_pre_hook(lambda m, args: tuple(a.detach() for a in args))
+    detached = grads((G(img, lmt, lmt, emo)["image"] - img).abs().mean())
+    hook.remove()
+    with torch.no_grad():
+        motion, _ = os_mod.frozen_motion(G, G.encode_identity(img), lmt, emo)
+    e, d = os_mod.working_copy(G.identity_encoder, torch.float32), os_mod.working_copy(G.decoder, torch.float32)
+    work = [p for m in (e, d) for p in m.parameters()]
+    out = os_mod.render(G, d, os_mod.encode(e, img.contiguous(memory_format=torch.channels_last)), motion)
+    frozen = [g.contiguous() for g in torch.autograd.grad((out - img).abs().mean(), work)]
+    for a, b in zip(frozen, detached):
+        _close(a, b, atol=1e-6, rtol=1e-4)
+    # E_T's gradient through the motion network exists and is what the frozen-motion method leaves out
+    assert any(not torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(full, detached))
+
+
+def _tiny_moving_model(seed: int) -> TextureGenerator:
+    torch.manual_seed(seed)
+    G = TextureGenerator(TextureModelConfig(image_size=32, width_mult=0.125, emotion_feature_dim=8,
+                                            bottleneck_blocks=1)).eval()
+    with torch.no_grad():
+        G.motion.flow_head.weight.normal_(0, 0.05)
+    return G
+
+
+def test_full_method_takes_the_plain_adam_steps(one_torch_thread):
+    """method=full in fp32 (channels-last, fused Adam, losses read once) takes exactly the steps of the plain
+    loop: whole-model forward, L1, backward, Adam on E_T/D_T."""
+    import copy
+
+    G = _tiny_moving_model(5)
+    img, lm, emo = _inputs(G)
+    ref = copy.deepcopy(G)
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    params = ref.identity_parameters()
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))
+    losses = []
+    for _ in range(3):
+        loss = (ref(img, lm, lm, emo)["image"] - img).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    adapted, info = one_shot_finetune(G, img, lm[0], steps=3, lr=1e-3, precision="fp32", return_info=True)
+    assert info.method == "full" and info.precision == "fp32"
+    assert info.losses == pytest.approx(losses, rel=1e-5)
+    base = G.state_dict()
+    for (k, a), b in zip(adapted.state_dict().items(), ref.state_dict().values()):
+        if float((b - base[k]).abs().max()) > 3e-4:  # a real update (3 steps of lr 1e-3)
+            _close(a, b, atol=5e-6, rtol=1e-4)
+        else:  # e.g. a conv bias before an instance norm: zero gradient up to rounding, which Adam amplifies
+            assert float((a - b).abs().max()) <= 3e-3 + 1e-6, k
+
+
+def test_fixed_warp_is_grid_sample_with_border_padding_times_the_gate():
+    from torch.nn import functional as F
+
+    from emotalk.models.texture_blocks import warp
+
+    torch.manual_seed(3)
+    flow = (torch.randn(1, 2, 8, 8) * 0.6).clamp(-1, 1)  # large: samples beyond the border too
+    occ = torch.rand(1, 1, 8, 8)
+    for size in (8, 16, 4):
+        f = torch.randn(1, 5, size, size)
+        ref = warp(f, flow) * (occ if size == 8 else F.interpolate(occ, size=(size, size), mode="bilinear",
+                                                                     align_corners=False))
+        out = os_mod.FixedWarp(flow, occ, (size, size), torch.float32)(f.contiguous(memory_format=torch.channels_last))
+        _close(out, ref, atol=1e-5, rtol=1e-5)
+        assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.fixture(scope="module")

@@ -210,3 +210,32 @@ def test_cosine_lr_schedule_known_values_and_resumable_base_lr():
     assert restored.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.05)
     with pytest.raises(ConfigError, match="lr_schedule"):
         load_train_config("texture/tiny", ["lr_schedule.final_fraction=2"]).validate()
+
+
+def test_cpu_precision_picks_bf16_autocast_only_where_asked_or_native(monkeypatch):
+    """``cpu_precision``: bf16 autocast on a CPU when asked (``bf16``) or, with ``auto``, only where the CPU
+    computes bf16 natively; ``fp32`` and any CUDA run keep the trainer's own autocast."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from emotalk.errors import ConfigError
+    from emotalk.train import texture_task
+    from emotalk.train.texture_task import TextureTask
+
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(1, 3, 8, 8)
+    trainer_own = contextlib.nullcontext()
+
+    def dtype_under(precision: str, device: str = "cpu") -> torch.dtype:
+        task = TextureTask(load_train_config("texture/tiny", [f"cpu_precision={precision}"]))
+        ctx = SimpleNamespace(device=torch.device(device), autocast=lambda: trainer_own)
+        with task.autocast(ctx):
+            return conv(x).dtype
+
+    assert dtype_under("bf16") == torch.bfloat16 and dtype_under("fp32") == torch.float32
+    assert dtype_under("bf16", "cuda") == torch.float32  # CUDA: the trainer's AMP decides (here: none)
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(texture_task, "cpu_bf16_native", lambda native=native: native)
+        assert dtype_under("auto") == expected
+    with pytest.raises(ConfigError, match="cpu_precision"):
+        load_train_config("texture/tiny", ["cpu_precision=fp16"]).validate()

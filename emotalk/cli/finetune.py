@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="add the eq. (7) perceptual term (vgg16 needs --vgg16-weights or torchvision's cache)")
     p.add_argument("--vgg16-weights", default=None, help="torchvision's vgg16-397923af.pth")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="arithmetic of the steps (auto: bf16 where the device runs it natively)")
+    p.add_argument("--method", choices=("full", "frozen_motion"), default="full",
+                   help="full: exact gradients (paper); frozen_motion: motion network's answer held fixed, faster")
 
 
 def _out_stem(out: str) -> Path:
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         perceptual, desc = build_perceptual_loss(args.perceptual, args.vgg16_weights, warn=False)
         log.info("%s", desc)
     adapted, info = one_shot_finetune(G, photo.crop, photo.crop_landmarks, steps=args.steps, lr=args.lr,
-                                      perceptual=perceptual, device=device, return_info=True)
+                                      perceptual=perceptual, device=device, return_info=True,
+                                      precision=args.precision, method=args.method)
     tensors = {}
     tensors["identity/image"] = torch.from_numpy(np.ascontiguousarray(photo.crop))
     tensors["identity/landmarks"] = torch.from_numpy(np.asarray(photo.crop_landmarks, np.float32))
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                      "image": str(args.image), "steps": info.steps, "lr": info.lr,
                      "seconds": round(info.seconds, 4), "device": info.device,
                      "l1_before": info.l1_before, "l1_after": info.l1_after,
+                     "precision": info.precision, "method": info.method,
                      "perceptual": args.perceptual}})
     path = save_model(_out_stem(args.out), adapted, "texture", loaded.model_config, out_meta, tensors=tensors)
     log.info("adapted G_T written to %s (%d steps in %.2f s on %s; reconstruction L1 %.4f -> %.4f)", path,

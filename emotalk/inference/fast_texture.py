@@ -8,17 +8,23 @@ Why each change (measured with ``benchmarks/bench_texture.py`` and a per-layer p
   activations less per block (the profile showed batch-norm growing with the batch).
 - **channels_last.** oneDNN (CPU) and cuDNN (tensor cores) run NHWC convolutions natively; in NCHW every
   convolution reorders its input and output ("copy_" in the profile).
-- **Flow and occlusion resampled once per resolution.** The training forward upsamples the flow for every
-  warped tensor (the S x S skip and the S x S photo get the same upsampling twice) and rebuilds the
-  sampling grid each time; here each resolution's grid and gate are made once per batch.
+- **Weights reordered once, ReLU and additions fused** (:class:`~emotalk.inference.fast_ops.PackedConv`):
+  eager oneDNN convolutions reorder their weights on every call (up to a third of a convolution's time).
+- **Warping as a weighted gather** (:func:`~emotalk.inference.fast_ops.gather_warp`): the bilinear taps
+  of each resolution are made once per batch from the flow, the occlusion gate is folded into the tap
+  weights, and channels_last rows of the identity features are gathered: ``grid_sample * occlusion``
+  exactly, without CPU ``grid_sample``'s NCHW fp32 round trip.
 - **Per-identity work done once.** E_T, the AdaIN style, each AdaIN layer's scale and bias (they depend
-  only on the photo) are computed when the identity is encoded; AdaIN becomes one fused ``x * a + b``.
+  only on the photo), and f_t's share of the two motion convolutions that read ``[f_t, f_h]`` (a
+  convolution of a concatenation is the sum of the convolutions of its parts; f_t's part is the same for
+  every frame: 7 % of a frame's FLOPs at 256²). AdaIN runs through the batch-norm kernel per frame.
 - **The two S/4 heads (occlusion, flow) as one convolution** (a 2-channel output wastes a GEMM's width).
 - **bf16 where the hardware has it natively** (``precision="auto"``: CPUs with AMX or AVX512-BF16, CUDA
-  GPUs with native bf16): weights stored in bf16 once (no per-call autocast casts), warping, softmax,
-  statistics and the output in fp32. On a CPU without native bf16 (e.g. AVX2-only) it would be emulated
-  and slower, so ``auto`` means fp32 there. fp32 results equal the training module's to float tolerance
-  (tests/test_fast_texture.py); bf16 ones to bf16 rounding.
+  GPUs with native bf16): weights stored in bf16 once (no per-call autocast casts); the flow, its
+  sampling taps, softmax, AdaIN statistics and the output in fp32 (the warp gathers bf16 features).
+  On a CPU without native bf16 (e.g. AVX2-only) it would be emulated and slower, so ``auto`` means fp32
+  there. fp32 results equal the training module's to float tolerance (tests/test_fast_texture.py); bf16
+  ones to bf16 rounding.
 - **The batch is measured, not a constant** (:class:`BatchTuner`): the first frames of a video are
   rendered at each candidate batch size, the fastest frames/s wins (real frames, nothing is wasted) and is
   cached per machine, model shape and precision in ``<user dir>/texture_batch.json``.
@@ -42,6 +48,7 @@ from torch.nn import functional as F
 
 from emotalk.errors import InputError
 from emotalk.inference.checkpoints import user_dir
+from emotalk.inference.fast_ops import PackedConv, adain_relu, bilinear_taps, gather_warp, nhwc_rows
 from emotalk.models.heatmap import heatmap_difference
 from emotalk.models.texture_blocks import identity_grid, style_statistics
 from emotalk.models.texture_generator import TextureGenerator
@@ -102,13 +109,18 @@ def fold_all_batchnorms(module: nn.Module) -> int:
 
 @dataclass
 class FastIdentity:
-    """One photo's per-identity work: E_T's skips (channels_last, compute dtype), the AdaIN scale/bias of
-    every bottleneck layer, the photo itself (``image_skip``). Batch 1; frames broadcast it."""
+    """One photo's per-identity work (batch 1; frames broadcast it): E_T's skips (channels_last, compute
+    dtype), the same skips as the ``(H * W, C)`` rows the warp gathers from, each AdaIN layer's per-channel
+    scale ``1 + γ`` and shift ``β`` (fp32), the photo, and f_t's share of the two motion convolutions that
+    read it (a convolution of a concatenation is the sum of its parts: f_t's part is the same every frame)."""
 
     skips: list[Tensor]
-    adain: list[tuple[Tensor, Tensor]]  # (1 + γ, β) per AdaIN layer, (1, C, 1, 1) fp32
+    rows: list[Tensor]
+    adain: list[tuple[Tensor, Tensor]]
     image: Tensor  # (1, 3, S, S) fp32
-    sources: list[Tensor]  # the skips as fp32 NCHW: what grid_sample reads (converted once, not per batch)
+    image_rows: Tensor  # (S * S, 3) fp32
+    enc1_ft: Tensor  # f_t's term of the motion encoder's first convolution (no bias)
+    up2_ft: Tensor  # f_t's term of the motion decoder's last convolution (no bias)
 
 
 class FastTextureGenerator(nn.Module):
@@ -139,8 +151,29 @@ class FastTextureGenerator(nn.Module):
         for m in list(G.modules()) + [heads]:  # convolutions in the compute dtype and layout
             if isinstance(m, nn.Conv2d):
                 m.to(dtype=self.dtype, memory_format=self.memory_format)
+        self.convs = self._pack(G, heads)
         self._grids: dict[tuple[int, int], Tensor] = {}
         self._body = torch.compile(self._forward, dynamic=False) if compile else self._forward
+
+    @staticmethod
+    def _pack(G: TextureGenerator, heads: nn.Conv2d) -> nn.ModuleDict:
+        """Every convolution as a :class:`PackedConv`; the two motion convolutions that read f_t split into
+        f_t's part (computed per identity) and the rest (per frame)."""
+        mot, dec, c4 = G.motion, G.decoder, G.cfg.channels * 4
+        cin = mot.enc1[0].in_channels  # f_t (4c) + heatmaps
+        c8 = mot.up2.conv[0].in_channels - cin  # the upsampled motion features
+        P = {"enc1_ft": PackedConv.of(mot.enc1[0], [slice(0, c4)], bias=False),
+             "enc1_fh": PackedConv.of(mot.enc1[0], [slice(c4, cin)]),
+             "enc2": PackedConv.of(mot.enc2[0]), "fuse": PackedConv.of(mot.fuse[0]),
+             "mup1": PackedConv.of(mot.up1.conv[0]),
+             "mup2_ft": PackedConv.of(mot.up2.conv[0], [slice(c8, c8 + c4)], bias=False),
+             "mup2": PackedConv.of(mot.up2.conv[0], [slice(0, c8), slice(c8 + c4, c8 + cin)]),
+             "heads": PackedConv.of(heads), "inp": PackedConv.of(dec.inp[0]),
+             "dup1": PackedConv.of(dec.up1.conv[0]), "dup2": PackedConv.of(dec.up2.conv[0]),
+             "out": PackedConv.of(dec.out)}
+        for i, blk in enumerate(dec.blocks):
+            P[f"b{i}c1"], P[f"b{i}c2"] = PackedConv.of(blk.conv1), PackedConv.of(blk.conv2)
+        return nn.ModuleDict(P)
 
     # --- helpers ------------------------------------------------------------------------------------
     def _cl(self, x: Tensor) -> Tensor:
@@ -161,10 +194,9 @@ class FastTextureGenerator(nn.Module):
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return F.adaptive_avg_pool2d(x, size)
 
-    def _up(self, block: nn.Module, x: Tensor, skip: Tensor) -> Tensor:
-        """UpBlock: ×2 bilinear, concatenation with the skip, folded conv + ReLU."""
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return block.conv(torch.cat([x, skip.expand(x.shape[0], -1, -1, -1)], dim=1))
+    @staticmethod
+    def _up(x: Tensor, size) -> Tensor:
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
     # --- per photo ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -174,15 +206,16 @@ class FastTextureGenerator(nn.Module):
         if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3 or tuple(image.shape[-2:]) != (S, S):
             raise InputError(f"identity image must be (1, 3, {S}, {S}) in [-1, 1], got {tuple(image.shape)}")
         image = image.to(self.device, torch.float32)
-        skips = self.G.identity_encoder(self._cl(image))
+        skips = [s.contiguous(memory_format=self.memory_format) for s in self.G.identity_encoder(self._cl(image))]
         style = style_statistics(skips[-1].float())
         adain = []
         for blk in self.G.decoder.blocks:
             for norm in (blk.norm1, blk.norm2):
-                gamma, beta = norm.affine(style).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-                adain.append((1 + gamma, beta))
-        return FastIdentity([s.contiguous(memory_format=self.memory_format) for s in skips], adain, image,
-                            [s.float().contiguous() for s in skips])
+                gamma, beta = norm.affine(style)[0].float().chunk(2)
+                adain.append(((1 + gamma).contiguous(), beta.contiguous()))
+        f_t = skips[-1]
+        return FastIdentity(skips, [nhwc_rows(s.contiguous(memory_format=_CL)) for s in skips], adain, image,
+                            nhwc_rows(image).contiguous(), self.convs["enc1_ft"](f_t), self.convs["mup2_ft"](f_t))
 
     # --- per batch ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -197,57 +230,52 @@ class FastTextureGenerator(nn.Module):
             raise InputError(f"{B} frames but {emotion.shape[0]} emotion vectors")
         return self._body(ident, neutral, driven, emotion)
 
-    def _adain(self, x: Tensor, scale: Tensor, beta: Tensor) -> Tensor:
-        """ReLU(AdaIN(x)) with instance statistics in fp32, as one ``x * a + b``."""
-        var, mean = torch.var_mean(x.float(), dim=(2, 3), unbiased=False, keepdim=True)
-        a = scale * torch.rsqrt(var + 1e-5)
-        return torch.relu(torch.addcmul(beta - mean * a, x.float(), a)).to(self.dtype)
-
     def _forward(self, ident: FastIdentity, neutral: Tensor, driven: Tensor, emotion: Tensor) -> dict[str, Tensor]:
-        cfg, G, B = self.cfg, self.G, driven.shape[0]
+        cfg, G, P, B = self.cfg, self.G, self.convs, driven.shape[0]
         f_t = ident.skips[-1]
-        f_h = heatmap_difference(neutral, driven, cfg.image_size, cfg.heatmap_size, cfg.heatmap_sigma)
-        x = torch.cat([f_t.expand(B, -1, -1, -1), self._cl(f_h)], dim=1)
-        mot = G.motion
-        m1 = mot.enc1(x)
-        f_m = mot.enc2(m1)
+        f_h = self._cl(heatmap_difference(neutral, driven, cfg.image_size, cfg.heatmap_size, cfg.heatmap_sigma))
+        m1 = P["enc1_fh"](f_h, relu=True, add=ident.enc1_ft)  # = enc1([f_t, f_h]) with f_t's term cached
+        f_m = P["enc2"](m1, relu=True)
         f_e = G.emotion_encoder(emotion)
         e = f_e[:, :, None, None].to(self.dtype).expand(B, -1, *f_m.shape[-2:])
-        fused = mot.fuse(torch.cat([f_m, e], dim=1))
-        d2 = self._up(mot.up2, self._up(mot.up1, fused, m1), x)
-        heads = self.heads(d2).float()
+        fused = P["fuse"](torch.cat([f_m, e], dim=1), relu=True)
+        d1 = P["mup1"](torch.cat([self._up(fused, m1.shape[-2:]), m1], dim=1), relu=True)
+        d2 = P["mup2"](torch.cat([self._up(d1, f_h.shape[-2:]), f_h], dim=1), relu=True, add=ident.up2_ft)
+        heads = P["heads"](d2).float()
         logits, flow = heads[:, :self.occ_channels], torch.tanh(heads[:, self.occ_channels:])
         occ_maps = torch.softmax(logits, dim=1) if cfg.occlusion == "softmax" else torch.sigmoid(logits)
         occ = occ_maps[:, :1]
         if cfg.prior_flow:
             prior = G.prior_flow(neutral, driven).float()
             flow = (prior + self._resample(flow, tuple(prior.shape[-2:]))).clamp(-1.0, 1.0)
-        grids: dict[tuple[int, int], Tensor] = {}
+        taps: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
-        def sample(f: Tensor) -> Tensor:  # backward warp; one grid per resolution per batch
-            size = tuple(f.shape[-2:])
-            if size not in grids:
-                grids[size] = self._grid(*size) + self._resample(flow, size).permute(0, 2, 3, 1)
-            return F.grid_sample(f.float().expand(B, -1, -1, -1), grids[size], mode="bilinear",
-                                 padding_mode="border", align_corners=False)
+        def warp(rows: Tensor, size: tuple[int, int], gated: bool) -> Tensor:  # backward warp, one set of taps per size
+            if size not in taps:
+                grid = self._grid(*size) + self._resample(flow, size).permute(0, 2, 3, 1)
+                taps[size] = bilinear_taps(grid, size)
+            idx, w = taps[size]
+            if gated:
+                w = w * self._resample(occ, size).reshape(-1, 1)
+            return gather_warp(rows, (idx, w), (B, *size))
 
         if cfg.flow_mode == "warp":
-            skips = [self._cl(sample(s) * self._resample(occ, tuple(s.shape[-2:]))) for s in ident.sources]
+            skips = [warp(r, tuple(s.shape[-2:]), True) for r, s in zip(ident.rows, ident.skips)]
             dec_in = skips[-1]
         else:
-            skips = list(ident.skips)
+            skips = [s.expand(B, -1, -1, -1) for s in ident.skips]
             flow_in = self._resample(flow, tuple(f_t.shape[-2:]))
             dec_in = torch.cat([self._cl(flow_in), self._cl(occ_maps), f_t.expand(B, -1, -1, -1)], dim=1)
-        dec = G.decoder
-        h = dec.inp(dec_in)
-        for i, blk in enumerate(dec.blocks):
-            r = blk.conv1(self._adain(h, *ident.adain[2 * i]))
-            h = h + blk.conv2(self._adain(r, *ident.adain[2 * i + 1]))
-        d2 = self._up(dec.up2, self._up(dec.up1, h, skips[1]), skips[0])
-        o = dec.out(d2).float()
+        h = P["inp"](dec_in, relu=True)
+        for i in range(len(G.decoder.blocks)):
+            r = P[f"b{i}c1"](adain_relu(h, *ident.adain[2 * i]))
+            h = P[f"b{i}c2"](adain_relu(r, *ident.adain[2 * i + 1]), add=h)
+        d1 = P["dup1"](torch.cat([self._up(h, skips[1].shape[-2:]), skips[1]], dim=1), relu=True)
+        d2 = P["dup2"](torch.cat([self._up(d1, skips[0].shape[-2:]), skips[0]], dim=1), relu=True)
+        o = P["out"](d2).float()
         if cfg.image_skip:
             decoded, mask = torch.tanh(o[:, :3]), torch.sigmoid(o[:, 3:4])
-            image = mask * sample(ident.image) + (1 - mask) * decoded
+            image = mask * warp(ident.image_rows, tuple(ident.image.shape[-2:]), False) + (1 - mask) * decoded
         else:
             image = torch.tanh(o)
         return {"image": image.contiguous(), "flow": flow, "occlusion": occ}

@@ -11,48 +11,70 @@ reconstruction of the photo itself: identity = target = the photo, driven landma
 (heatmap difference zero), emotion = neutral at intensity 1. The loss is ``λ_rec L1 (+ λ_per L_per)`` when
 a perceptual module (eq. 7) is passed.
 
-Speed (issue 16 §2; a step is ~3 forward passes: E_T -> motion network -> D_T forward, then gradients back
-through all of them, because E_T's f_t feeds the frozen motion network too): frozen parameters get no
-weight gradients (``requires_grad`` off; only the input gradients the chain rule needs), the model and the
-photo are in channels_last (oneDNN / cuDNN run NHWC convolutions without reorders), and
-``precision="auto"`` / ``"bf16"`` runs the steps under bf16 autocast (Adam's weights stay fp32). fp32 stays
-the default: on the shared 2-core AMX CPU, interleaved runs showed no gain from bf16 autocast for training
-steps (the per-step weight casts and bf16 backward kernels ate the convolution savings), unlike inference.
-The L1 before/after figures are always fp32. The adapted copy is returned in the ordinary (contiguous)
-layout, so it saves and loads like any checkpoint.
+Speed (issue 16 §2)
+-------------------
+``method="full"`` (default) computes exactly the paper's gradient: every step is G_T's whole forward and
+backward (E_T's ``f_t`` also feeds the frozen motion network, so E_T's gradient flows back through it;
+frozen parameters get no weight gradients). What makes it fast is the arithmetic: ``precision="auto"``
+(default) runs the steps on a **bf16 working copy** in channels-last where the device has native bf16 (AMX /
+AVX512-BF16 CPUs, Ampere+ GPUs), else fp32: forward and backward in bf16 with no per-op casts or layout
+reorders, the gradients copied to the fp32 master weights of E_T/D_T, Adam in fp32, the working copy
+refreshed. (Autocast, tried before, was no faster than fp32 on the 2-core AMX CPU: it flips activations
+between fp32 and bf16 ops.) Adam is written out (:class:`Adam`; ``torch.optim`` costs seconds of import).
+The perceptual target's VGG features are computed once (the target never changes;
+:meth:`PerceptualLoss.target_features`), and the losses stay on the device until the end (no host sync per
+step). The L1 before/after are fp32 forwards of the base / adapted model, outside ``seconds``.
+
+``method="frozen_motion"`` (opt-in, faster): the motion network's flow and occlusion
+for the photo are computed once with the base weights and held fixed, so a step is only E_T -> warp/gate
+-> D_T and back (no motion network forward or backward: about a third of a step's FLOPs). With
+the flow fixed the warp is a fixed linear map: :class:`FixedWarp` precomputes its bilinear x occlusion
+weights and applies it as a channels-last gather in the working dtype. It drops E_T's gradient through the
+motion network, and on the demo's tiny G_T that costs quality (neutral photo L1 after 5 steps 0.0159 vs
+0.0118 with ``full``; held-out expressive frames 0.0632 vs 0.0628, base 0.0642), so it is not the default.
+(Over 400 lines: both methods share the input checks, working copies and Adam; split, one loop would
+spread over two files.)
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn import functional as F
+from tqdm import tqdm
 
 from emotalk.data.datasets.texture import to_tensor_image
 from emotalk.data.emotions import emotion_vector
 from emotalk.errors import InputError
 from emotalk.inference.fast_texture import resolve_precision
 from emotalk.models.losses.reconstruction_loss import reconstruction_loss
-from emotalk.models.texture_generator import TextureGenerator
+from emotalk.models.texture_blocks import identity_grid, style_statistics, warp
+from emotalk.models.texture_generator import IdentityFeatures, TextureGenerator
 
 log = logging.getLogger(__name__)
+
+METHODS = ("full", "frozen_motion")
 
 
 @dataclass
 class OneShotInfo:
     steps: int
     lr: float
-    seconds: float  # wall time of the fine-tuning iterations (copy and final evaluation excluded)
+    seconds: float  # wall time of the fine-tuning (iterations, frozen_motion: + its one motion pass; the
+    #                 copy and the L1 forwards excluded)
     losses: list[float] = field(default_factory=list)  # loss before each update
-    l1_before: float = float("nan")  # reconstruction L1 of the photo by the base model
-    l1_after: float = float("nan")  # ... by the adapted copy
+    l1_before: float = float("nan")  # reconstruction L1 of the photo by the base model (fp32)
+    l1_after: float = float("nan")  # ... by the adapted copy (fp32)
     device: str = "cpu"
-    precision: str = "fp32"  # arithmetic of the fine-tuning steps (bf16: autocast where native)
+    precision: str = "fp32"  # arithmetic of the fine-tuning steps (bf16: a bf16 working copy of E_T/D_T)
+    method: str = "full"  # full: exact gradients; frozen_motion: the motion network's answer held fixed
+    prepare_seconds: float = 0.0  # part of ``seconds`` spent on the frozen motion (frozen_motion method)
 
 
 def _as_image(image, size: int, device) -> Tensor:
@@ -90,11 +112,171 @@ def neutral_emotion(generator: TextureGenerator) -> Tensor:
     return torch.from_numpy(emotion_vector(name, 1, vocab, cfg.intensity_levels))[None]
 
 
+# ------------------------------------------------------------------------------------------ frozen parts
+class FrozenMotion(NamedTuple):
+    """The frozen parts' answer for the photo (no gradient): G_T's flow and occlusion for G' = G."""
+
+    flow: Tensor  # (1, 2, F, F) final flow (prior + residual where the model has a prior)
+    occlusion: Tensor  # (1, 1, S/4, S/4) visibility
+    occlusion_maps: Tensor  # (1, 1|2, S/4, S/4)
+    warped_image: Tensor | None  # the flow-warped photo (``image_skip``), else None
+
+
+def frozen_motion(generator: TextureGenerator, features: IdentityFeatures, landmarks: Tensor,
+                  emotion: Tensor) -> tuple[FrozenMotion, Tensor]:
+    """Run the frozen motion network once on ``features`` (E_T's output for the photo, no gradient) with
+    driven = neutral landmarks. Returns the frozen motion and the model's output image for the photo."""
+    detached = IdentityFeatures([s.detach() for s in features.skips], features.style.detach(), features.image)
+    with torch.no_grad():
+        out = generator(detached, landmarks, landmarks, emotion)
+    warped = warp(features.image, out["flow"]) if generator.cfg.image_skip else None
+    return FrozenMotion(out["flow"], out["occlusion"], out["occlusion_maps"], warped), out["image"]
+
+
+def encode(encoder: nn.Module, image: Tensor) -> IdentityFeatures:
+    """:meth:`TextureGenerator.encode_identity` with a given E_T (the bf16 working copy)."""
+    skips = encoder(image)
+    return IdentityFeatures(skips, style_statistics(skips[-1].float()).to(skips[-1].dtype), image)
+
+
+class FixedWarp:
+    """``warp(f, flow) * occlusion`` for one fixed flow and occlusion, as a gather in channels-last layout.
+
+    With the flow frozen, backward warping is a fixed linear map: every output pixel is the same bilinear
+    mix of (at most) four input pixels, gated by the same visibility. The sample positions, the four
+    neighbours and their weights (times the occlusion) are computed once, exactly as ``grid_sample``
+    (``align_corners=False``, border padding) and :func:`emotalk.models.texture_blocks.warp` (flow resampled
+    to the feature grid) would; each step is then four row gathers of the (H·W, C) channels-last matrix.
+    Unlike ``grid_sample`` (NCHW, fp32 only on the CPU) it keeps the features - and their gradients - in
+    the network's dtype and channels-last layout, so no layout or dtype conversions run around it.
+    Batch 1 (one photo)."""
+
+    def __init__(self, flow: Tensor, occlusion: Tensor, size: tuple[int, int], dtype: torch.dtype):
+        H, W = size
+        fl = flow.float()
+        if fl.shape[-2] < H:  # as warp(): a coarser flow is upsampled bilinearly, a finer one averaged
+            fl = F.interpolate(fl, size=(H, W), mode="bilinear", align_corners=False)
+        elif fl.shape[-2] > H:
+            fl = F.adaptive_avg_pool2d(fl, (H, W))
+        grid = identity_grid(H, W, fl.device, torch.float32) + fl.permute(0, 2, 3, 1)
+        x = (((grid[0, ..., 0] + 1) * W - 1) / 2).clamp(0, W - 1).reshape(-1)  # border padding
+        y = (((grid[0, ..., 1] + 1) * H - 1) / 2).clamp(0, H - 1).reshape(-1)
+        x0, y0 = x.floor(), y.floor()
+        wx1, wy1 = x - x0, y - y0
+        wx0, wy0 = 1 - wx1, 1 - wy1
+        x0, y0 = x0.long(), y0.long()
+        x1, y1 = (x0 + 1).clamp(max=W - 1), (y0 + 1).clamp(max=H - 1)  # the clamped one has weight 0
+        occ = occlusion.float()
+        if occ.shape[-2:] != (H, W):
+            occ = F.interpolate(occ, size=(H, W), mode="bilinear", align_corners=False)
+        occ = occ.reshape(-1)
+        self.index = [y0 * W + x0, y0 * W + x1, y1 * W + x0, y1 * W + x1]
+        self.weight = [(a * b * occ)[:, None].to(dtype) for a, b in ((wy0, wx0), (wy0, wx1), (wy1, wx0), (wy1, wx1))]
+        self.size = (H, W)
+
+    def __call__(self, features: Tensor) -> Tensor:
+        (H, W), C = self.size, features.shape[1]
+        rows = features.permute(0, 2, 3, 1).reshape(H * W, C)  # a view for channels-last features
+        out = None
+        for index, weight in zip(self.index, self.weight):
+            term = rows.index_select(0, index) * weight
+            out = term if out is None else out + term
+        return out.view(1, H, W, C).permute(0, 3, 1, 2)
+
+
+def fixed_warps(generator: TextureGenerator, features: IdentityFeatures, motion: FrozenMotion,
+                dtype: torch.dtype) -> list[FixedWarp] | None:
+    """One :class:`FixedWarp` per E_T skip (``flow_mode: warp``), else None."""
+    if generator.cfg.flow_mode != "warp":
+        return None
+    return [FixedWarp(motion.flow, motion.occlusion, tuple(s.shape[-2:]), dtype) for s in features.skips]
+
+
+def render(generator: TextureGenerator, decoder: nn.Module, features: IdentityFeatures, motion: FrozenMotion,
+           warps: list[FixedWarp] | None = None) -> Tensor:
+    """G_T's output image from E_T's ``features`` and the frozen motion: the part of
+    :meth:`TextureGenerator.forward` after the motion network (kept equal to it by tests/test_one_shot.py).
+    ``warps``: from :func:`fixed_warps` (built here when not given)."""
+    f_t, dtype = features.f_t, features.f_t.dtype
+    cl = torch.channels_last
+    if generator.cfg.flow_mode == "warp":
+        warps = warps if warps is not None else fixed_warps(generator, features, motion, dtype)
+        skips = [w(s) for w, s in zip(warps, features.skips)]
+        dec_in = skips[-1]
+    else:
+        skips = list(features.skips)
+        flow = motion.flow
+        flow_in = flow if flow.shape[-2:] == f_t.shape[-2:] else F.adaptive_avg_pool2d(flow, f_t.shape[-2:])
+        dec_in = torch.cat([flow_in.to(dtype).contiguous(memory_format=cl),
+                            motion.occlusion_maps.to(dtype).contiguous(memory_format=cl), f_t], dim=1)
+    warped = None if motion.warped_image is None else motion.warped_image.to(dtype).contiguous(memory_format=cl)
+    return decoder(dec_in, skips, features.style, warped)["image"]
+
+
+def working_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A ``dtype``, channels-last copy of E_T or D_T for the fine-tuning steps."""
+    return copy.deepcopy(module).to(dtype).to(memory_format=torch.channels_last)
+
+
+def _loss_terms(perceptual: nn.Module | None, target: Tensor, lambda_rec: float, lambda_per: float):
+    """``loss(pred)`` = λ_rec L1 (+ λ_per L_per) against the fixed ``target``; VGG(target) computed once
+    (in the perceptual module's dtype and layout)."""
+    per_fn = None
+    if perceptual is not None and lambda_per > 0:
+        p = next(perceptual.parameters(), None)
+        t = target if p is None else target.to(p.dtype).contiguous(memory_format=torch.channels_last)
+        if hasattr(perceptual, "target_features") and hasattr(perceptual, "from_features"):
+            feats = perceptual.target_features(t)
+            per_fn = lambda pred: perceptual.from_features(pred, feats)  # noqa: E731
+        else:
+            per_fn = lambda pred: perceptual(pred, t.to(pred.dtype))  # noqa: E731
+
+    def loss(pred: Tensor) -> Tensor:
+        total = lambda_rec * reconstruction_loss(pred.float(), target)
+        return total if per_fn is None else total + lambda_per * per_fn(pred).float()
+
+    return loss
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) exactly as ``torch.optim.Adam`` computes it (no weight decay, no amsgrad),
+    written out because constructing ``torch.optim.Adam`` imports ``torch._dynamo``: seconds in a fresh
+    process (``emotalk finetune``), more than the fine-tuning steps themselves."""
+
+    def __init__(self, params: list[Tensor], lr: float, betas, eps: float = 1e-8):
+        self.params, self.lr, self.eps = list(params), float(lr), float(eps)
+        self.beta1, self.beta2 = (float(b) for b in betas)
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        step_size = self.lr / (1 - self.beta1 ** self.t)
+        bias2_sqrt = (1 - self.beta2 ** self.t) ** 0.5
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            if p.grad is None:
+                continue
+            m.lerp_(p.grad, 1 - self.beta1)
+            v.mul_(self.beta2).addcmul_(p.grad, p.grad, value=1 - self.beta2)
+            p.addcdiv_(m, (v.sqrt() / bias2_sqrt).add_(self.eps), value=-step_size)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+def _fp32_l1(model: TextureGenerator, img: Tensor, lm: Tensor, emo: Tensor) -> float:
+    with torch.no_grad():
+        return float(reconstruction_loss(model(img, lm, lm, emo)["image"].float(), img))
+
+
 def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: int = 5, lr: float = 1e-4, *,
                       perceptual: torch.nn.Module | None = None, lambda_rec: float = 1.0, lambda_per: float = 10.0,
                       betas: tuple[float, float] = (0.5, 0.999), finetune_emotion: Tensor | None = None,
                       device: str | torch.device | None = None, progress: bool = False,
-                      return_info: bool = False, precision: str = "fp32"):
+                      return_info: bool = False, precision: str = "auto", method: str = "full"):
     """Adapt a copy of ``generator`` to one neutral face; only E_T and D_T change.
 
     image: the face crop at the model's ``image_size``: a (3, S, S) / (1, 3, S, S) tensor in [-1, 1] or an
@@ -107,13 +289,18 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
         the photo shows a neutral face, so this is *not* the emotion the video will be rendered with).
     device: where to fine-tune (default: the generator's device).
     progress: show a tqdm bar over the iterations.
-    precision: ``fp32`` (default), ``bf16`` (autocast) or ``auto`` (bf16 where the device has it natively).
+    precision: ``auto`` (default: bf16 where the device has it natively, else fp32), ``fp32`` or ``bf16``.
+    method: ``full`` (default: exact gradients, through the frozen motion network into E_T) or
+        ``frozen_motion`` (the motion network's flow/occlusion for the photo computed once and held fixed;
+        faster, measured slightly worse on the demo). See the module docstring.
 
-    Returns the adapted copy (eval mode), or ``(copy, OneShotInfo)`` with ``return_info=True``. The seconds
-    are also logged.
+    Returns the adapted copy (eval mode, fp32, contiguous), or ``(copy, OneShotInfo)`` with
+    ``return_info=True``. The seconds are also logged.
     """
     if steps < 0:
         raise InputError(f"steps must be >= 0, got {steps}")
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     dev = torch.device(device) if device is not None else next(generator.parameters()).device
     S = generator.cfg.image_size
     img = _as_image(image, S, dev)
@@ -130,44 +317,99 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
         p.requires_grad_(True)
     if perceptual is not None:
         perceptual = perceptual.to(dev).eval()
-    opt = torch.optim.Adam(params, lr=lr, betas=tuple(betas))
     amp = resolve_precision(precision, dev)
-    cast = torch.autocast(dev.type, dtype=amp) if amp != torch.float32 else contextlib.nullcontext()
-    img_cl = img.contiguous(memory_format=torch.channels_last)
-
-    def loss_fn(model: TextureGenerator) -> Tensor:
-        with cast:
-            out = model(img_cl, lm, lm, emo)["image"]
-            per = perceptual(out, img) if perceptual is not None and lambda_per > 0 else None
-        loss = lambda_rec * reconstruction_loss(out.float(), img)
-        return loss if per is None else loss + lambda_per * per.float()
-
-    with torch.no_grad():
-        l1_before = float(reconstruction_loss(adapted(img, lm, lm, emo)["image"], img))
-    losses = []
+    loss_terms = (perceptual, lambda_rec, lambda_per)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    l1_before = _fp32_l1(adapted, img, lm, emo) if method == "full" else float("nan")
     t0 = time.perf_counter()
-    adapted.to(memory_format=torch.channels_last)
-    from tqdm import tqdm
-
-    for _ in tqdm(range(steps), desc="one-shot fine-tuning", unit="step", disable=not progress, leave=False):
-        loss = loss_fn(adapted)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    run = _run_full if method == "full" else _run_frozen_motion
+    losses, prep, l1_prep = run(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
+    if method == "frozen_motion":
+        l1_before = l1_prep
     adapted.to(memory_format=torch.contiguous_format)
     for n, p in adapted.named_parameters():
         p.requires_grad_(flags[n])
         p.grad = None
-    with torch.no_grad():
-        l1_after = float(reconstruction_loss(adapted(img, lm, lm, emo)["image"], img))
+    l1_after = _fp32_l1(adapted, img, lm, emo)
     info = OneShotInfo(steps=steps, lr=lr, seconds=seconds, losses=losses, l1_before=l1_before,
-                       l1_after=l1_after, device=str(dev), precision="fp32" if amp == torch.float32 else "bf16")
-    log.info("one-shot fine-tuning: %d steps in %.2f s on %s (L1 %.4f -> %.4f)", steps, seconds, dev,
-             l1_before, l1_after)
+                       l1_after=l1_after, device=str(dev), precision="fp32" if amp == torch.float32 else "bf16",
+                       method=method, prepare_seconds=prep)
+    log.info("one-shot fine-tuning (%s, %s): %d steps in %.2f s on %s (L1 %.4f -> %.4f)", method,
+             info.precision, steps, seconds, dev, l1_before, l1_after)
     return (adapted, info) if return_info else adapted
+
+
+def _steps_bar(steps: int, progress: bool):
+    return tqdm(range(steps), desc="one-shot fine-tuning", unit="step", disable=not progress, leave=False)
+
+
+def _run_frozen_motion(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress):
+    """Frozen motion once (fp32, exact; it also gives the base model's L1), then ``steps`` updates of E_T
+    and D_T through ``encode -> render``; with bf16 on a working copy (see the module docstring)."""
+    cl = torch.channels_last
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        feats = adapted.encode_identity(img)
+    motion, base_image = frozen_motion(adapted, feats, lm, emo)
+    l1_before = float(reconstruction_loss(base_image.float(), img))  # the only host sync before the loop
+    prep = time.perf_counter() - t0
+    # working copies (same parameter order as identity_parameters(): E_T, then D_T); Adam owns the fp32
+    # master weights in ``adapted``
+    enc, dec = working_copy(adapted.identity_encoder, amp), working_copy(adapted.decoder, amp)
+    work = [p for m in (enc, dec) for p in m.parameters()]
+    warps = fixed_warps(adapted, feats, motion, amp)
+    perceptual, lambda_rec, lambda_per = loss_terms
+    if perceptual is not None:  # a frozen copy in the working dtype and layout (the caller's stays as is)
+        perceptual = copy.deepcopy(perceptual).to(amp).to(memory_format=cl)
+    loss_fn = _loss_terms(perceptual, img, lambda_rec, lambda_per)
+    x = img.to(amp).contiguous(memory_format=cl)
+    opt = Adam(params, lr, betas)
+    losses = []
+    for _ in _steps_bar(steps, progress):
+        loss = loss_fn(render(adapted, dec, encode(enc, x), motion, warps))
+        loss.backward()
+        _step(opt, params, work)
+        losses.append(loss.detach())
+    return [float(v) for v in torch.stack(losses).tolist()] if losses else [], prep, l1_before
+
+
+def _run_full(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress):
+    """Exact steps: the whole G_T forward and backward (through the frozen motion network into E_T), on a
+    channels-last working copy (bf16 where native; its frozen parameters need no gradient)."""
+    cl = torch.channels_last
+    if amp == torch.float32:
+        work, work_params = adapted.to(memory_format=cl), params
+    else:  # the same parameter order as identity_parameters()
+        work = copy.deepcopy(adapted).to(amp).to(memory_format=cl)
+        work_params = work.identity_parameters()
+    perceptual, lambda_rec, lambda_per = loss_terms
+    if perceptual is not None:  # a frozen copy in the working dtype and layout (the caller's stays as is)
+        perceptual = copy.deepcopy(perceptual).to(amp).to(memory_format=cl)
+    loss_fn = _loss_terms(perceptual, img, lambda_rec, lambda_per)
+    x = img.to(amp).contiguous(memory_format=cl)
+    opt = Adam(params, lr, betas)
+    losses = []
+    for _ in _steps_bar(steps, progress):
+        loss = loss_fn(work(x, lm, lm, emo)["image"])
+        loss.backward()
+        _step(opt, params, work_params)
+        losses.append(loss.detach())
+    return [float(v) for v in torch.stack(losses).tolist()] if losses else [], 0.0, float("nan")
+
+
+def _step(opt: Adam, params: list[Tensor], work: list[Tensor]) -> None:
+    """Adam on the fp32 master weights with the working copy's gradients; refresh the working copy."""
+    if work is not params:
+        for p, w in zip(params, work):
+            p.grad = w.grad.to(torch.float32, memory_format=torch.contiguous_format)
+            w.grad = None
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if work is not params:
+        with torch.no_grad():
+            for p, w in zip(params, work):
+                w.copy_(p)

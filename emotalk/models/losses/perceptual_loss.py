@@ -142,8 +142,15 @@ class PerceptualLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         if pred.shape != target.shape:
             raise ValueError(f"perceptual loss: shapes {tuple(pred.shape)} and {tuple(target.shape)} differ")
+        return self.from_features(pred, self.target_features(target))
+
+    def target_features(self, target: Tensor) -> list[Tensor]:
+        """VGG features of a target, without a graph; reusable when the target repeats (one-shot)."""
         with torch.no_grad():  # the target's features need no graph: no activations kept, no backward
-            target_feats = self.vgg(target)
+            return self.vgg(target)
+
+    def from_features(self, pred: Tensor, target_feats: Sequence[Tensor]) -> Tensor:
+        """The loss of ``pred`` against :meth:`target_features` of the target."""
         feats = self.vgg(pred)
         total = pred.new_zeros((), dtype=torch.float32)
         for w, f, t in zip(self.layer_weights, feats, target_feats):

@@ -1,0 +1,125 @@
+"""Kernels of the inference-only G_T (:mod:`emotalk.inference.fast_texture`), each replacing a slow eager
+pattern measured in a profile of the 256² paper model (issue 16 §1).
+
+- :class:`PackedConv`: oneDNN reorders a plain ``(O, I, kh, kw)`` weight into its blocked layout on *every*
+  eager ``conv2d`` call (the 1024 x 1152 x 3 x 3 one took 21 ms per frame, as long as a third of its
+  convolution). Here the weight is reordered once, and ReLU and a residual / precomputed-term addition
+  run as oneDNN post-ops in the same pass over the output (``torch.ops.mkldnn._convolution_pointwise``, the
+  kernel inductor's CPU freezing path uses). Elsewhere (CUDA, builds without oneDNN): ``F.conv2d``.
+- :func:`bilinear_taps` + :func:`gather_warp`: backward warping as a weighted gather of channels_last rows
+  (``F.embedding_bag`` with per-sample weights): the four bilinear taps of every output pixel, with the
+  occlusion gate folded into the tap weights, read whole C-channel rows of the identity features. This is
+  ``grid_sample(..., padding_mode="border", align_corners=False) * occlusion`` exactly (same taps, same
+  weights), an order of magnitude faster than CPU ``grid_sample`` on NCHW (which also needs fp32 NCHW
+  inputs and a layout conversion of its output), and its output is already channels_last.
+- :func:`adain_relu`: instance statistics through the batch-norm kernel (per frame, training-mode
+  statistics = instance statistics of one image), which is vectorised for channels_last; ``var_mean`` over
+  (H, W) of a channels_last tensor is a strided reduction 20x slower.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+_ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+           and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight"))
+
+
+class PackedConv(nn.Module):
+    """A frozen ``nn.Conv2d`` (inference only) with its weight reordered once for oneDNN, and optional fused
+    ``+ add`` (same shape as the output, or batch 1: broadcast) and ReLU."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, stride, padding, dilation=(1, 1), groups: int = 1):
+        super().__init__()
+        self.weight = weight.detach().contiguous(memory_format=torch.channels_last)
+        self.bias = bias.detach().to(weight.dtype) if bias is not None else None
+        self.stride, self.padding = list(_pair(stride)), list(_pair(padding))
+        self.dilation, self.groups = list(_pair(dilation)), groups
+        self.packed: Tensor | None = None
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d, in_slices: list[slice] | None = None, bias: bool = True) -> "PackedConv":
+        """``conv`` itself, or the part of it that reads the input channels ``in_slices`` (concatenated)."""
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("PackedConv supports zero padding given as numbers")
+        w = conv.weight if in_slices is None else torch.cat([conv.weight[:, s] for s in in_slices], dim=1)
+        return cls(w, conv.bias if bias else None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def _use_onednn(self, x: Tensor) -> bool:
+        return _ONEDNN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) \
+            and self.weight.dtype == x.dtype
+
+    def forward(self, x: Tensor, relu: bool = False, add: Tensor | None = None) -> Tensor:
+        if not self._use_onednn(x):
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            if add is not None:
+                y = y + add
+            return torch.relu_(y) if relu else y
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.packed is None:  # oneDNN's blocked layout; the same one serves every batch size
+            self.packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        unary = "relu" if relu else "none"
+        if add is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, self.padding, self.stride,
+                                                           self.dilation, self.groups, unary, [], "")
+        add = add.to(x.dtype).contiguous(memory_format=torch.channels_last)
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, add, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0,
+            "relu" if relu else None, [], "")
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def bilinear_taps(grid: Tensor, in_hw: tuple[int, int], gate: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The four bilinear taps of ``grid_sample(padding_mode="border", align_corners=False)``.
+
+    grid: ``(B, H, W, 2)`` normalised sampling positions (x, y) into an ``in_hw`` image; gate: optional
+    ``(B, 1, H, W)`` factor folded into the weights (the occlusion map). Returns row indices into the
+    image's ``(h_in * w_in, C)`` channels_last rows and the weights, both ``(B * H * W, 4)``.
+    """
+    h_in, w_in = in_hw
+    gx = (((grid[..., 0] + 1) * w_in - 1) / 2).clamp(0, w_in - 1)  # border padding clips the coordinate
+    gy = (((grid[..., 1] + 1) * h_in - 1) / 2).clamp(0, h_in - 1)
+    x0, y0 = gx.floor(), gy.floor()
+    wx1, wy1 = gx - x0, gy - y0
+    wx0, wy0 = 1 - wx1, 1 - wy1
+    x0i, y0i = x0.long(), y0.long()
+    x1i, y1i = (x0i + 1).clamp_max(w_in - 1), (y0i + 1).clamp_max(h_in - 1)  # weight 0 where clamped
+    idx = torch.stack([y0i * w_in + x0i, y0i * w_in + x1i, y1i * w_in + x0i, y1i * w_in + x1i], dim=-1)
+    w = torch.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], dim=-1)
+    if gate is not None:
+        w = w * gate[:, 0, :, :, None]
+    return idx.reshape(-1, 4), w.reshape(-1, 4)
+
+
+def nhwc_rows(x: Tensor) -> Tensor:
+    """``(1, C, H, W)`` -> ``(H * W, C)`` rows (a view when ``x`` is channels_last)."""
+    if x.shape[0] != 1:
+        raise ValueError(f"gather_warp reads one identity image, got batch {x.shape[0]}")
+    return x[0].permute(1, 2, 0).reshape(-1, x.shape[1])
+
+
+def gather_warp(rows: Tensor, taps: tuple[Tensor, Tensor], out_bhw: tuple[int, int, int]) -> Tensor:
+    """Sum of the weighted tap rows: ``(B, C, H, W)`` channels_last, the dtype of ``rows``."""
+    idx, w = taps
+    out = F.embedding_bag(idx, rows, per_sample_weights=w.to(rows.dtype), mode="sum")
+    B, H, W = out_bhw
+    return out.view(B, H, W, -1).permute(0, 3, 1, 2)
+
+
+def adain_relu(x: Tensor, scale: Tensor, shift: Tensor, eps: float = 1e-5) -> Tensor:
+    """``relu(scale * InstanceNorm(x) + shift)`` for ``(B, C, H, W)`` ``x`` and per-channel ``(C,)`` fp32
+    ``scale``/``shift`` (one identity), computed per frame with the batch-norm kernel (fp32 statistics)."""
+    if x.shape[0] == 1:
+        return torch.relu_(F.batch_norm(x, None, None, scale, shift, training=True, eps=eps))
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = torch.empty_like(x)
+    mean, invstd = x.new_empty(x.shape[1], dtype=torch.float32), x.new_empty(x.shape[1], dtype=torch.float32)
+    for i in range(x.shape[0]):  # each frame's slice of a channels_last batch is itself contiguous
+        torch.ops.aten.native_batch_norm.out(x[i:i + 1], scale, shift, None, None, True, 0.0, eps,
+                                             out=out[i:i + 1], save_mean=mean, save_invstd=invstd)
+    return torch.relu_(out)
