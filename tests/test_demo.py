@@ -73,6 +73,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch, tiny_mini_raw):
     assert re.search(r"machine: \d+ GFLOP/s fp32 matmul on \d+ thread", printed)  # beside the stage times
     for stage in ("mini", "preprocess", "landmark", "texture", "classifier", "generate", "emotions", "evaluate"):
         assert (out / "stages" / f"{stage}.json").is_file()
+    # the plan beside the times, for the lead to quote: printed, and in stages/summary.json
+    assert re.search(r"budget: total [\d.]+ s of 360 s planned", printed)
+    summary = json.loads((out / "stages" / "summary.json").read_text())
+    assert summary["budget"].startswith("budget: total") and summary["machine"]["gflops_fp32_matmul"] > 0
+    assert len(summary["reused"]) == 8 and set(summary["stage_budget_s"]) >= set(summary["reused"])
 
 
 def test_trim_eval_config_keeps_the_reports_rows():
@@ -112,3 +117,76 @@ def test_machine_speed_is_measured_quickly():
     assert speed.gflops > 0.05 and speed.seconds < 5 and speed.threads >= 1
     assert re.match(r"machine: \d+ GFLOP/s fp32 matmul on \d+ thread", speed.line())
     assert speed.to_json()["gflops_fp32_matmul"] == round(speed.gflops, 1)
+
+
+def test_budget_names_the_stage_that_overran_scaled_to_the_machine(tmp_path):
+    """Known numbers: at half the reference rate every budget doubles; a stage over its doubled budget is
+    named with both numbers, the total against 2 x 360 s; the report and stages/summary.json carry the line."""
+    from emotalk.demo.budget import STAGE_BUDGET_S, check_budget
+    from emotalk.demo.machine import REFERENCE_GFLOPS, MachineSpeed
+
+    assert sum(STAGE_BUDGET_S.values()) <= 360  # the plan fits the promise, with headroom
+    half = MachineSpeed(gflops=REFERENCE_GFLOPS / 2, threads=2, seconds=1.0)
+    seconds = {"mini": 0.0, "generate": 2 * STAGE_BUDGET_S["generate"] + 1, "evaluate": 10.0}
+    check = check_budget(seconds, half, reused=["mini"])
+    assert check.scale == pytest.approx(2.0) and check.total_budget == pytest.approx(720.0)
+    assert check.budget["generate"] == pytest.approx(2 * STAGE_BUDGET_S["generate"])
+    assert list(check.over) == ["generate"] and not check.within
+    line = check.line()
+    assert f"generate {seconds['generate']:.1f} s > {2 * STAGE_BUDGET_S['generate']:.0f} s" in line
+    assert "x2.00" in line and "within" in line and "not timed: mini" in line
+    assert "OVERRAN" in check.overrun_lines()[0]
+    fast = check_budget({"evaluate": 10.0}, MachineSpeed(gflops=10 * REFERENCE_GFLOPS, threads=2, seconds=1.0))
+    assert fast.scale == 1.0 and fast.within  # a faster machine keeps the reference budget, never a smaller one
+    over = check_budget({"texture": 400.0})
+    assert "OVER by 40.0 s" in over.line()
+
+    demo = Demo(DemoOptions(out=str(tmp_path)))
+    demo.stage_seconds, demo.machine, demo.reused = dict(seconds), half, ["mini"]
+    demo.write_summary()
+    summary = json.loads((tmp_path / "stages" / "summary.json").read_text())
+    assert summary["budget"] == line and summary["over"]["generate"]["seconds"] == round(seconds["generate"], 1)
+    assert summary["machine"]["gflops_fp32_matmul"] == round(half.gflops, 1) and summary["total_s"] == round(sum(seconds.values()), 1)
+
+    from emotalk.demo.report import write_report
+
+    html = write_report(tmp_path / "report.html", videos=[], images=[], tables=[], stage_seconds=seconds,
+                        stage_budget=check.budget).read_text()
+    assert re.search(r"<tr style='color:#b00[^>]*><td>generate</td>", html)  # the overrun is marked
+    assert "<tr><td>evaluate</td><td>10.0</td>" in html
+
+
+def test_shared_pipeline_fine_tunes_each_face_once_and_renders_the_plain_pipelines_frames(tiny_checkpoints,
+                                                                                        tiny_mini_data, tmp_path):
+    """The demo's pipeline: the same face reached as a PNG file and as an array is prepared and fine-tuned
+    once, and every emotion renders what the plain pipeline (which fine-tunes on every call) renders."""
+    import cv2
+    import numpy as np
+
+    from emotalk.data.io.clip import load_subject, subject_path
+    from emotalk.demo.shared import SharedPipeline
+    from emotalk.inference import Pipeline
+
+    image = load_subject(subject_path(tiny_mini_data.processed, "W001")).image  # a 256x256 face crop
+    png = tmp_path / "face.png"
+    cv2.imwrite(str(png), image[..., ::-1])
+    plain = Pipeline.from_checkpoints(tiny_checkpoints, device="cpu")
+    shared = SharedPipeline.from_checkpoints(tiny_checkpoints, device="cpu")
+
+    def render(pipe, photo, emotion):
+        lm = np.stack([photo.aligned] * 2)
+        lm[1, 57:60, 1] += 0.05  # a second frame with the lower lip moved
+        # no fine-tuning steps: what is shared (photo, person mask, renderer, emotion swap) is the demo's code;
+        # that one-shot fine-tuning is deterministic is tests/test_one_shot.py's to check
+        return np.stack(list(pipe.render_frames(photo, lm, emotion, 3, finetune_steps=0, paste=False)))
+
+    expected = {e: render(plain, plain.prepare_photo(image, size=64), e) for e in ("happy", "sad")}
+    got = {"happy": render(shared, shared.prepare_photo(png, size=64), "happy"),
+           "sad": render(shared, shared.prepare_photo(image, size=64), "sad")}
+    assert shared.prepare_photo(png, size=64) is shared.prepare_photo(png, size=64)
+    for e in expected:
+        diff = np.abs(got[e].astype(int) - expected[e].astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01, (e, diff.max(), diff.mean())
+    assert not np.array_equal(got["happy"], got["sad"])  # each call still renders its own emotion
+    assert shared.counts["neural renderer miss"] == 1 and shared.counts["neural renderer hit"] == 1
+    assert shared.counts["photo miss"] == 2  # a file and an array: two inputs, one face crop, one fine-tuning

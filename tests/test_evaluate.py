@@ -131,3 +131,40 @@ def test_paper_vocabulary_end_to_end_and_seen_subjects(tiny_mini_data, tmp_path,
     assert clips == ["W001/happy_level3_001", "W003/neutral_level1_002"]  # never a subject's reference clip
     assert "| Ours [neutral] |" in (out / "table5.md").read_text()  # neutral = the all-zero emotion part
     assert summary["results"]["Ours"]["PSNR"] > 5
+
+
+def test_repeated_frames_are_measured_once_with_the_same_result(monkeypatch):
+    """The static-photo baseline is one frame repeated: dlib runs once per run of identical frames, the
+    repeats get the first frame's landmarks, and CPBD / SSIM equal the single frame's (known answers)."""
+    import numpy as np
+
+    from emotalk.data.face.detect import Face
+    from emotalk.eval import face_features
+    from emotalk.eval.metrics import MetricOptions, VideoSample, compute_metrics
+    from emotalk.eval.metrics.image_quality import cpbd, to_gray
+    from emotalk.eval.sample import repeat_sources
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    frames = np.stack([a, a, a, b, b, a])
+    assert repeat_sources(frames).tolist() == [0, 0, 0, 3, 3, 5]
+    assert repeat_sources(frames, np.stack([a, a, b, b, b, a])).tolist() == [0, 0, 2, 3, 3, 5]
+
+    calls = []
+
+    class Stub:  # a detector that answers with the frame's mean grey level as its landmarks' x
+        def detect_faces(self, frame):
+            calls.append(1)
+            return [Face((0, 0, 10, 10), np.full((68, 2), float(frame.mean()), np.float32))]
+
+    monkeypatch.setattr(face_features, "get_feature_detector", lambda *a, **k: Stub())
+    lms, boxes = face_features.detect_faces_video(frames)
+    assert len(calls) == 3  # runs [a a a] [b b] [a]
+    assert np.allclose(lms[:3, 0, 0], a.mean()) and np.allclose(lms[3:5, 0, 0], b.mean())
+    assert np.allclose(lms[5, 0, 0], a.mean()) and np.isfinite(boxes).all()
+
+    static = VideoSample(generated=np.stack([a] * 4), ground_truth=np.stack([a, a, b, a]), name="static")
+    res = compute_metrics(["cpbd", "ssim"], [static], MetricOptions())
+    assert res["CPBD"].value == cpbd(to_gray(a))
+    one = compute_metrics(["ssim"], [VideoSample(generated=a[None], ground_truth=b[None])], MetricOptions())
+    assert res["SSIM"].value == (3 * 1.0 + one["SSIM"].value) / 4  # identical frames score exactly 1

@@ -331,3 +331,52 @@ def test_worker_pool_ships_state_once_and_keeps_order(workers):
     if workers == 1:  # one cache, in this process: it grows by one per item
         assert counts == list(range(counts[0], counts[0] + 8))
     assert "factor" not in worker_state()
+
+
+def test_pcm_wav_is_read_without_ffmpeg_bit_for_bit(tmp_path, monkeypatch):
+    """load_audio reads a 16-bit mono WAV at the asked rate directly (no ffmpeg process per clip); the samples
+    equal ffmpeg's decode exactly, and any other WAV still goes through ffmpeg."""
+    wav = tmp_path / "a.wav"
+    samples = np.random.default_rng(0).integers(-32768, 32768, 4000).astype(np.int16)
+    media.write_wav(wav, samples, SR)
+    direct = media.load_audio(wav, SR)
+    assert media._pcm16_wav(wav, SR) is not None
+    monkeypatch.setattr(media, "_pcm16_wav", lambda path, sr: None)
+    via_ffmpeg = media.load_audio(wav, SR)
+    assert direct.dtype == via_ffmpeg.dtype == np.float32
+    np.testing.assert_array_equal(direct, via_ffmpeg)
+    np.testing.assert_array_equal(direct * 32768, samples)
+    monkeypatch.undo()
+    assert media._pcm16_wav(wav, 22050) is None  # another rate: ffmpeg resamples
+    assert len(media.load_audio(wav, 8000)) == 2000
+
+
+@pytest.mark.slow
+def test_decoding_once_matches_two_passes(tmp_path, monkeypatch):
+    """Small videos are decoded once (grey for the tracker made from the kept colour frames); the result
+    matches the two-pass path that large videos take: same audio features, landmarks and crops within what
+    the grey conversion moves them."""
+    from emotalk.data.preprocess import clip_analysis as ca
+    from emotalk.data.preprocess.readers import ClipRecord
+
+    video, wav = tmp_path / "v.mp4", tmp_path / "a.wav"
+    make_clip_files(video, wav, n=20)
+    rec = ClipRecord("mead-mini", "S01", "neutral_level1_001", "neutral", 1, "001", video, wav)
+    opts = ca.PreprocessOptions(features="mel")
+    assert ca._decode_once(media.probe_video(video), 30.0)
+    once = ca.analyze_clip(rec, opts)
+    monkeypatch.setattr(ca, "DECODE_ONCE_BYTES", 0)
+    assert not ca._decode_once(media.probe_video(video), 30.0)
+    twice = ca.analyze_clip(rec, opts)
+    assert once.num_frames == twice.num_frames == 20
+    np.testing.assert_array_equal(once.features, twice.features)
+    assert np.abs(once.crop_landmarks - twice.crop_landmarks).mean() < 1.0
+    a = np.stack([cv2_decode(once, t) for t in range(20)]).astype(float)
+    b = np.stack([cv2_decode(twice, t) for t in range(20)]).astype(float)
+    assert np.abs(a - b).mean() < 4.0  # (a 3-pixel shift: 11) the crop follows the landmarks' median, which moves by sub-pixels
+
+
+def cv2_decode(an, t: int) -> np.ndarray:
+    import cv2
+
+    return cv2.imdecode(an.frames_jpeg[int(an.frames_offsets[t]):int(an.frames_offsets[t + 1])], cv2.IMREAD_COLOR)

@@ -106,7 +106,7 @@ def _markdown_table_to_html(md: str) -> str:
 
 def write_report(out: str | Path, *, videos: Sequence[tuple[str, str | Path]], images: Sequence[tuple[str, str | Path]],
                  tables: Sequence[str], stage_seconds: dict[str, float], notes: Sequence[str] = (),
-                 panels: Sequence[EmotionPanel] = ()) -> Path:
+                 panels: Sequence[EmotionPanel] = (), stage_budget: dict[str, float] | None = None) -> Path:
     """Write ``report.html`` next to the artefacts it links (paths are made relative to it). Every video
     gets a poster (its middle frame), so the page shows faces before anything is clicked; ``panels``: the
     emotions x levels grids of :mod:`emotalk.demo.emotion_panel`, placed after the videos."""
@@ -144,8 +144,16 @@ def write_report(out: str | Path, *, videos: Sequence[tuple[str, str | Path]], i
                      "faces, not their expression; for Emo-Acc train <code>emotalk train-emotion</code> on real "
                      "data.</p>")
     parts.append("<h2>Stage times (seconds)</h2><table>")
-    parts += [f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in stage_seconds.items()]
-    parts.append(f"<tr><th>total</th><th>{sum(stage_seconds.values()):.1f}</th></tr></table>")
+    budget = stage_budget or {}
+    if budget:  # the plan beside the times: a stage over its budget is marked
+        parts.append("<tr><th>stage</th><th>seconds</th><th>budget</th></tr>")
+    for k, v in stage_seconds.items():
+        b = budget.get(k)
+        mark = " style='color:#b00;font-weight:600'" if b is not None and v > b else ""
+        cell = "" if not budget else f"<td>{'' if b is None else f'{b:.0f}'}</td>"
+        parts.append(f"<tr{mark}><td>{html.escape(k)}</td><td>{v:.1f}</td>{cell}</tr>")
+    total_budget = f"<th>{sum(budget.get(k, 0.0) for k in stage_seconds):.0f}</th>" if budget else ""
+    parts.append(f"<tr><th>total</th><th>{sum(stage_seconds.values()):.1f}</th>{total_budget}</tr></table>")
     for n in notes:
         parts.append(f"<p>{html.escape(n)}</p>")
     parts.append("</body></html>")

@@ -19,7 +19,13 @@ Stages (each reuses its output when it is already there, so a second run is fast
 8. ``report``     — ``report.html`` with the videos side by side, landmark plots, training curves, tables.
 
 Before the stages the demo measures the machine's fp32 matmul rate for a second (:mod:`.machine`) and prints
-it beside the stage times, so a slow or busy machine explains itself.
+it beside the stage times, so a slow or busy machine explains itself. Each stage has a budget (:mod:`.budget`,
+360 s in all on the reference machine, scaled to this one): a stage that overran says so when it ends, and the
+``budget:`` line closes the stage times in the log, the report and ``stages/summary.json``.
+
+Stages 5-7 share one :class:`~emotalk.demo.shared.SharedPipeline`: each face is prepared, cut out and
+fine-tuned once for all its videos, panel tiles and evaluation renderings (it was nine times for the held-out
+subject), and the speech features of the demo sentence are computed once.
 """
 from __future__ import annotations
 
@@ -40,9 +46,11 @@ from emotalk.data.io.clip import load_subject, subject_path
 from emotalk.data.io.media import load_audio, write_wav
 from emotalk.data.io.photos import grace_hopper_path
 from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
+from emotalk.demo.budget import BudgetCheck, check_budget, machine_scale, overrun_sentence, stage_budget
 from emotalk.demo.emotion_panel import PANEL_SENTENCE, EmotionPanel, PanelOptions, render_panel
 from emotalk.demo.machine import MachineSpeed, measure_matmul_gflops
 from emotalk.demo.report import plot_landmarks, plot_training_curves, write_report
+from emotalk.demo.shared import SharedPipeline
 from emotalk.errors import ConfigError, InputError
 from emotalk.eval.evaluate import EvalConfig, evaluate
 from emotalk.inference import GenerateOptions, Pipeline
@@ -61,7 +69,7 @@ DEMO_SENTENCE = "Every emotion changes the face, but the words stay the same."
 @dataclass
 class DemoOptions:
     out: str = "runs/demo"
-    size: str = "small"  # mead-mini size
+    size: str = "small"  # mead-mini size (emotalk.mini.plan.SIZES)
     #: an existing mead-mini folder (``emotalk make-mini``, e.g. with your own photos) used instead of generating
     #: one; it is read, never modified
     mini_source: str | None = None
@@ -101,14 +109,17 @@ class Demo:
         self.stage_seconds: dict[str, float] = {}
         self.state_dir = self.out / "stages"
         self.machine: MachineSpeed | None = None
-        self._pipe: Pipeline | None = None
+        self.reused: list[str] = []  # stages whose output an earlier run left (0 s here)
+        self.budget: BudgetCheck | None = None
+        self._pipe: SharedPipeline | None = None
 
-    def pipeline(self) -> Pipeline:
+    def pipeline(self) -> SharedPipeline:
         """One pipeline for generation, the emotions panel and the evaluation's own rows: the checkpoints are
-        read and G_T is optimised for inference once, and G_T's batch size is measured once (fine-tuning
-        always works on a copy, so sharing it changes no output)."""
+        read and G_T is optimised for inference once, G_T's batch size is measured once, and each face is
+        prepared and fine-tuned once (:class:`~emotalk.demo.shared.SharedPipeline`: one-shot fine-tuning is
+        deterministic and emotion-free, so sharing it changes no output)."""
         if self._pipe is None:
-            self._pipe = Pipeline.from_checkpoints(self.checkpoints)
+            self._pipe = SharedPipeline.from_checkpoints(self.checkpoints)
         return self._pipe
 
     def _eval_pipeline(self, landmark: Path, texture: Path | None, device: str) -> Pipeline:
@@ -129,6 +140,7 @@ class Demo:
         if prev is not None:
             self.log(f"[demo] {name}: reusing {prev.get('output', '')}")
             self.stage_seconds[name] = 0.0
+            self.reused.append(name)
             return prev
         self.log(f"[demo] {name} ...")
         t0 = time.perf_counter()
@@ -138,7 +150,18 @@ class Demo:
         atomic_write_json(self.state_dir / f"{name}.json", info)
         self.stage_seconds[name] = dt
         self.log(f"[demo] {name}: done in {dt:.1f} s")
+        self._check_stage(name, dt)
         return info
+
+    def _check_stage(self, name: str, seconds: float) -> None:
+        """Say so at once when a stage overran its budget (:mod:`.budget`), and what the shared pipeline
+        saved so far."""
+        if self._pipe is not None:
+            logger.debug("[demo] shared pipeline: %s", self._pipe.cache_summary())
+        scale = machine_scale(self.machine)
+        budget = stage_budget(name, scale)
+        if budget is not None and seconds > budget:
+            self.log(f"[demo] {overrun_sentence(name, seconds, budget, scale)}")
 
     @property
     def mini_dir(self) -> Path:
@@ -273,13 +296,16 @@ class Demo:
                            plot_landmarks(tracks, 30.0, self.out / "landmarks.png", rms / (rms.max() + 1e-9))))
         if curves:
             images.append(("Training curves", curves))
+        budget = check_budget(self.stage_seconds, self.machine, self.reused)
         notes = [f"Identity: held-out mead-mini subject {gen['held_out_subject']} (never seen in training), "
                  f"fine-tuned one-shot for {self.o.finetune_steps} steps. Speech: eSpeak NG saying "
                  f"\"{DEMO_SENTENCE}\" (not in the training sentences)."]
         if self.machine is not None:
             notes.append(self.machine.line())
+        notes.append(budget.line() + " (the report's own writing is timed after it)")
         return write_report(self.out / "report.html", videos=gen["videos"], images=images,
                             tables=list(ev.get("tables", {}).values()), stage_seconds=self.stage_seconds,
+                            stage_budget=budget.budget,
                             notes=notes, panels=[EmotionPanel.from_json(p) for p in (emo or {}).get("panels", [])])
 
     def run(self) -> Path:
@@ -300,7 +326,20 @@ class Demo:
         t0 = time.perf_counter()
         path = self.report(gen, ev, emo)
         self.stage_seconds["report"] = time.perf_counter() - t0
+        self.budget = self.write_summary()
         return path
+
+    def write_summary(self) -> BudgetCheck:
+        """``stages/summary.json``: every stage's seconds, its budget on this machine, the machine's GFLOP/s and
+        the ``budget`` line, so a run can be quoted without its log."""
+        budget = check_budget(self.stage_seconds, self.machine, self.reused)
+        info = budget.to_json()
+        info["machine"] = self.machine.to_json() if self.machine is not None else None
+        info["machine_line"] = self.machine.line() if self.machine is not None else None
+        if self._pipe is not None:
+            info["shared_pipeline"] = dict(self._pipe.counts)
+        atomic_write_json(self.state_dir / "summary.json", info)
+        return budget
 
 
 def trim_eval_config(cfg: EvalConfig, methods: tuple[str, ...], grid_methods: tuple[str, ...]) -> EvalConfig:

@@ -13,18 +13,23 @@ import numpy as np
 from emotalk.errors import DataError, NoFaceError
 from emotalk.eval.detectors import get_feature_detector
 from emotalk.eval.feature_store import Feature, Side
-from emotalk.eval.sample import MetricOptions, VideoSample
+from emotalk.eval.sample import MetricOptions, VideoSample, repeat_sources
 from emotalk.models.face_graph import NUM_LANDMARKS
 
 
 def detect_faces_video(frames: np.ndarray, upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """dlib on every frame: ((T, 68, 2) landmarks, (T, 4) boxes left/top/right/bottom), float32 pixels,
-    NaN rows where no face is found (see module docstring)."""
+    NaN rows where no face is found (see module docstring). A frame equal to the previous one gets the
+    previous one's result without running dlib again (the static-photo baseline is one frame repeated)."""
     lm = get_feature_detector("dlib_landmarks", upsample=int(upsample))
     lms = np.full((len(frames), NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
     boxes = np.full((len(frames), 4), np.nan, dtype=np.float32)
     box = None
+    src = repeat_sources(frames)
     for t, frame in enumerate(frames):
+        if src[t] != t:  # identical to frame t - 1: dlib is deterministic, and the tracked box is unchanged
+            lms[t], boxes[t] = lms[t - 1], boxes[t - 1]
+            continue
         faces = lm.detect_faces(frame)
         if faces:
             face = max(faces, key=lambda f: f.size)
@@ -93,7 +98,11 @@ def dlib_face_embeddings(frames: np.ndarray, landmarks: np.ndarray | None = None
         landmarks = detect_landmarks(frames, upsample)
     model = get_feature_detector("dlib_facerec")
     out = np.full((len(frames), 128), np.nan)
+    src = repeat_sources(frames, np.asarray(landmarks))
     for t, (img, pts) in enumerate(zip(frames, landmarks)):
+        if src[t] != t:  # the same frame and landmarks as before: the same embedding
+            out[t] = out[t - 1]
+            continue
         if not np.isfinite(pts).all():
             continue
         x0, y0 = np.floor(pts.min(0)).astype(int)

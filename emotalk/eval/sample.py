@@ -108,6 +108,31 @@ class VideoSample:
         return g, t
 
 
+def repeat_sources(*videos: np.ndarray) -> np.ndarray:
+    """``(T,)`` for each frame index ``t``, the first frame of the run of identical consecutive frames it
+    belongs to (in all of ``videos`` at once, e.g. generated and ground truth for a paired metric).
+
+    Why: a per-frame measurement of a frame equal to the previous one is the previous one's (dlib, CPBD,
+    the face embedding and the FER crop are deterministic), and the static-photo baseline is one frame
+    repeated for a whole clip: measured once, not 80 times. Comparing two 256x256 frames costs ~0.05 ms,
+    against ~10 ms for a dlib detection."""
+    n = min(len(v) for v in videos) if videos else 0
+    src = np.arange(n)
+    for t in range(1, n):
+        if all(np.array_equal(v[t], v[t - 1]) for v in videos):
+            src[t] = src[t - 1]
+    return src
+
+
+def per_unique_frame(fn, n: int, src: np.ndarray) -> list:
+    """``[fn(t) for t in range(n)]`` computing ``fn`` only on the first frame of each run in ``src``
+    (:func:`repeat_sources`) and reusing its value for the run's repeats."""
+    out: list = [None] * n
+    for t in range(n):
+        out[t] = fn(t) if src[t] == t else out[src[t]]
+    return out
+
+
 def _to_uint8(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8:
         return a

@@ -53,11 +53,12 @@ from tqdm import tqdm
 
 from emotalk.data.emotions import EMOTIONS
 from emotalk.data.face.warp import FaceWarper, render_frame
-from emotalk.data.io.media import VideoWriter, write_wav
+from emotalk.data.io.media import write_wav
 from emotalk.data.parallel import WorkerPool, worker_cached, worker_state
 from emotalk.data.preprocess.clip_analysis import SIDECAR_SUFFIX
 from emotalk.data.preprocess.readers import MEAD_MINI_VERSION
 from emotalk.errors import InputError
+from emotalk.mini.encode import write_clip_video
 from emotalk.mini.identity import make_subject, prepare_photo, sample_identity
 from emotalk.mini.motion import clip_motion
 from emotalk.mini.plan import (SIZES, ClipPlan, DatasetPlan, PhotoSpec, SizeConfig, SubjectPlan, seeded_rng,
@@ -140,16 +141,9 @@ def _write_clip(root: Path, subject, subj_plan: SubjectPlan, clip: ClipPlan, ren
         warper = _warper(subject)
         unit = subject.unit
         jaw_px = motion.visemes[:, 0] * unit
-        # the muxer stops at the shorter stream; give it a little more audio than video so no frame is
-        # dropped (the AAC track is cut at the video's end)
-        mux = wav.with_name(f".{wav.stem}.mux{os.getpid()}.wav")
-        write_wav(mux, np.concatenate([speech.audio, np.zeros(SAMPLE_RATE // 4, np.float32)]), SAMPLE_RATE)
-        try:
-            with VideoWriter(clip.video_path(root), FPS, audio=mux) as vw:
-                for t in range(T):
-                    vw.write(render_frame(warper, pixels[t], unit, float(jaw_px[t])))
-        finally:
-            mux.unlink(missing_ok=True)
+        # one ffmpeg run encodes the frames as they are rendered and muxes the clip's WAV (emotalk.mini.encode)
+        write_clip_video(clip.video_path(root), (render_frame(warper, pixels[t], unit, float(jaw_px[t]))
+                                                 for t in range(T)), T, FPS, wav)
     with atomic_path(clip.sidecar_path(root), suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **side)
@@ -161,9 +155,16 @@ def _warper(subject) -> FaceWarper:
     return worker_cached(("warper", subject.subject_id), lambda: FaceWarper(subject.image, subject.landmarks))
 
 
-def _worker_clip(clip: ClipPlan) -> ClipResult:
+def _worker_clip(task: tuple[ClipPlan, object]) -> ClipResult:
+    clip, subject = task
     st = worker_state()
-    return _write_clip(st["root"], st["subjects"][clip.subject_id], st["plans"][clip.subject_id], clip)
+    return _write_clip(st["root"], subject, st["plans"][clip.subject_id], clip)
+
+
+def _longest_first(clips: Sequence[ClipPlan], plans: dict) -> list[ClipPlan]:
+    """The clips, those expected to take longest first (text length over the voice's speaking rate), so the
+    last clips to finish are short ones and no worker idles at the end while another renders a long one."""
+    return sorted(clips, key=lambda c: -len(HARVARD_SENTENCES[c.sentence]) / plans[c.subject_id].voice["rate"])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -211,39 +212,48 @@ def generate_mini(out: str | Path, size: str = "tiny", seed: int = 0, photos: Se
         return _generate(out, size, seed, photos, workers, progress)
 
 
-def _generate(out: Path, size: str, seed: int, photos: Sequence[str], workers: int, progress: bool | None) -> dict:
-    t0 = time.time()
-    photo_specs = builtin_photos() + user_photos(photos)
-    plan = plan_dataset(size, seed, photo_specs)
-    subjects = build_subjects(plan)
+def _prepare_out(out: Path, subject_ids: set[str]) -> None:
+    """Create ``out`` and mark it as a generation in progress; when regenerating, drop the subjects the new
+    plan no longer has."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create --out {out}: {e.strerror or e}; choose a writable folder") from None
     (out / PARTIAL_MARK).write_text("mead-mini generation in progress (or interrupted); run make-mini again\n")
     old = out / "mini.json"
-    if old.is_file():  # regenerating: drop subjects the new plan no longer has
+    if old.is_file():
         try:
             old_ids = set(json.loads(old.read_text()).get("subject_ids", []))
         except (json.JSONDecodeError, OSError):
             old_ids = set()
-        for sid in old_ids - set(subjects):
+        for sid in old_ids - subject_ids:
             if (out / sid).is_dir() and len(sid) == 4:
                 shutil.rmtree(out / sid)
         old.unlink()
+
+
+def _generate(out: Path, size: str, seed: int, photos: Sequence[str], workers: int, progress: bool | None) -> dict:
+    t0 = time.time()
+    photo_specs = builtin_photos() + user_photos(photos)
+    plan = plan_dataset(size, seed, photo_specs)
     plans = {s.subject_id: s for s in plan.subjects}
     workers = max(1, int(workers))
     results: list[ClipResult] = []
-    bar = tqdm(total=len(plan.clips), desc=f"mead-mini {size}", unit="clip",
-               disable=(None if progress is None else not progress))
-    # forkserver workers, one thread each; the subjects reach every worker once (emotalk.data.parallel)
-    try:
-        with WorkerPool(workers, state={"root": out, "subjects": subjects, "plans": plans}) as pool:
-            for r in pool.imap(_worker_clip, plan.clips):
+    # forkserver workers, one thread each (emotalk.data.parallel). They start, and import their modules, while
+    # this process prepares the photos and subjects; each clip task then carries its subject (a 256x256 frame
+    # and its landmarks: cheap to send)
+    with WorkerPool(workers, state={"root": out, "plans": plans}) as pool:
+        subjects = build_subjects(plan)
+        _prepare_out(out, set(subjects))
+        bar = tqdm(total=len(plan.clips), desc=f"mead-mini {size}", unit="clip",
+                   disable=(None if progress is None else not progress))
+        try:
+            tasks = [(c, subjects[c.subject_id]) for c in _longest_first(plan.clips, plans)]
+            for r in pool.imap(_worker_clip, tasks, ordered=False):
                 results.append(r)
                 bar.update(1)
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     results.sort(key=lambda r: (r.subject_id, EMOTIONS.index(r.emotion), r.level, r.index))
     sources = {p.name: p.source for p in photo_specs}
     info = {

@@ -15,6 +15,7 @@ too many of them raise :class:`NoFaceError`. Finally the landmark trajectories a
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,12 +67,22 @@ def detect_largest(landmarker, image: np.ndarray, max_side: int = 640) -> Face |
 _PATCH_IDX = list(range(17, 68))  # brows, nose, eyes, mouth: the patch follows the inner face
 
 
-def _patch(gray: np.ndarray, pts: np.ndarray, size: int = 32) -> np.ndarray:
-    """A ``size``² grey patch of the face, warped so the inner landmarks sit on the canonical template."""
+@functools.lru_cache(maxsize=4)
+def _patch_targets(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, target points)`` of :func:`_patch`: the stable landmarks' places in a ``size``² patch (made
+    once: the template is parsed from JSON, and this runs for every frame of every clip)."""
     tpl = canonical_template().astype(np.float64)
     dst = tpl * (size * 0.55) + np.array([size / 2.0, size * 0.45])
-    idx = list(STABLE_POINTS)
-    m = similarity_fit(pts[idx].astype(np.float64), dst[idx])
+    idx = np.array(list(STABLE_POINTS))
+    dst = np.ascontiguousarray(dst[idx])
+    dst.flags.writeable = False
+    return idx, dst
+
+
+def _patch(gray: np.ndarray, pts: np.ndarray, size: int = 32) -> np.ndarray:
+    """A ``size``² grey patch of the face, warped so the inner landmarks sit on the canonical template."""
+    idx, dst = _patch_targets(size)
+    m = similarity_fit(pts[idx].astype(np.float64), dst)
     p = warp_image(gray, m, size).astype(np.float32)
     p -= p.mean()
     n = np.linalg.norm(p)

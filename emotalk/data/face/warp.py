@@ -100,14 +100,21 @@ class FaceWarper:
         ok = np.abs(det) > 1e-6
         M = np.zeros((len(tri), 2, 3))
         M[ok] = np.transpose(np.linalg.solve(D[ok], s[ok]), (0, 2, 1))
-        index = np.zeros((y1 - y0, x1 - x0), dtype=np.int32)  # 0 = no triangle (identity)
+        # 0 = no triangle (identity); 8-bit when the triangles fit, for cv2.LUT below
+        index = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8 if len(tri) < 256 else np.int32)
         fixed = ((d - [x0, y0]) * 16).round().astype(np.int32)  # the same rounding as in frame pixels
         for k in np.nonzero(ok)[0]:
             cv2.fillConvexPoly(index, fixed[k], int(k) + 1, lineType=cv2.LINE_8, shift=4)
         Mf = np.concatenate([np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]), M]).astype(np.float32)
         xs, ys = self._xs[y0:y1, x0:x1], self._ys[y0:y1, x0:x1]
-        mx = Mf[:, 0, 0][index] * xs + Mf[:, 0, 1][index] * ys + Mf[:, 0, 2][index]
-        my = Mf[:, 1, 0][index] * xs + Mf[:, 1, 1][index] * ys + Mf[:, 1, 2][index]
+        if index.dtype == np.uint8:  # the same values as the indexing below, ~3x faster (mead-mini renders 30k frames)
+            table = np.zeros((6, 256), np.float32)
+            table[:, :len(Mf)] = Mf.reshape(len(Mf), 6).T
+            c = [cv2.LUT(index, table[j]) for j in range(6)]
+        else:
+            c = [Mf[:, j // 3, j % 3][index] for j in range(6)]
+        mx = c[0] * xs + c[1] * ys + c[2]
+        my = c[3] * xs + c[4] * ys + c[5]
         return mx, my
 
     def warp(self, points: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:

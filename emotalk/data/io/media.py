@@ -77,6 +77,25 @@ def _run(cmd: list[str], what: str, path: str | Path) -> bytes:
     return proc.stdout
 
 
+def _pcm16_wav(path: Path, sr: int) -> np.ndarray | None:
+    """The samples of a 16-bit PCM mono WAV already at ``sr`` Hz, read without starting ffmpeg (bit for bit
+    what ffmpeg's decode gives: int16 / 32768); ``None`` for any other file, which ffmpeg then decodes.
+    Preprocessing reads one such WAV per mead-mini clip, and a process start costs more than the read."""
+    import wave
+
+    if path.suffix.lower() != ".wav":
+        return None
+    try:
+        with wave.open(str(path), "rb") as w:
+            if (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getcomptype()) != (1, 2, sr, "NONE"):
+                return None
+            raw = w.readframes(w.getnframes())
+    except (wave.Error, EOFError, OSError):
+        return None
+    audio = np.frombuffer(raw, dtype="<i2")
+    return audio.astype(np.float32) / np.float32(32768.0) if audio.size else None
+
+
 def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
     """Decode any audio (or the audio track of a video) to float32 mono in [-1, 1] at ``sr`` Hz."""
     path = Path(path)
@@ -84,6 +103,9 @@ def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
         raise InputError(f"audio file {path} not found")
     if path.stat().st_size == 0:
         raise InputError(f"audio file {path} is empty (0 bytes)")
+    direct = _pcm16_wav(path, sr)
+    if direct is not None:
+        return direct
     # decoded as float so that NaN/inf samples (float WAVs) survive to be refused; int16 would turn them
     # into full-scale clicks and the file would "work"
     raw = _run([ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-vn", "-ac", "1", "-ar", str(sr),

@@ -180,6 +180,18 @@ def _crop_region(m: np.ndarray, size: int, width: int, height: int,
     return (max(x0, 0), max(y0, 0), w, h), scale
 
 
+#: a clip whose colour frames (at the processing fps) fit in this many bytes is decoded ONCE: the tracker reads
+#: grey copies of the colour frames, which are kept for the crops. mead-mini's 256x256 clips take ~16 MB, and a
+#: second ffmpeg run per clip (process start + decode) was a tenth of preprocessing's time; larger videos (MEAD's
+#: 1920x1080: ~6 MB a frame) keep the two passes, the second decoding only the crop region.
+DECODE_ONCE_BYTES = 128 << 20
+
+
+def _decode_once(info: media.VideoInfo, fps: float) -> bool:
+    frames = max(info.num_frames, int(np.ceil(info.duration * fps)) + 1)
+    return 0 < info.width * info.height * 3 * frames <= DECODE_ONCE_BYTES
+
+
 def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None = None) -> ClipAnalysis:
     """Decode, track, align and crop one clip and compute its features (no neutral face needed yet).
     Raises :class:`ClipFailure` with a reason from :data:`REASONS`."""
@@ -206,6 +218,8 @@ def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None 
 
     # ---- pass 1: landmarks ------------------------------------------------------------------------
     sidecar = sidecar_path(record.video) if opts.landmark_source == "sidecar" else None
+    # small videos (mead-mini's 256x256) are decoded once and their colour frames kept for pass 2
+    held: list[np.ndarray] | None = [] if _decode_once(info, opts.fps) else None
     if sidecar is not None and sidecar.is_file():
         landmarks = load_sidecar_landmarks(sidecar, opts.fps)
         T = len(landmarks)
@@ -213,8 +227,15 @@ def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None 
     else:
         tracker = LandmarkTracker(_landmarker(opts), opts.tracker, fps=opts.fps)
         try:
-            for frame in decode_frames(record.video, opts.fps, gray=True, threads=opts.decode_threads, info=info):
-                tracker.update(frame)
+            if held is not None:  # one colour decode; the tracker gets each frame's grey version
+                for frame in decode_frames(record.video, opts.fps, gray=False, threads=opts.decode_threads,
+                                           info=info):
+                    held.append(frame)
+                    tracker.update(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+            else:
+                for frame in decode_frames(record.video, opts.fps, gray=True, threads=opts.decode_threads,
+                                           info=info):
+                    tracker.update(frame)
         except DataError as e:
             raise ClipFailure("corrupt video", str(e)) from None
         T = tracker.num_frames
@@ -249,14 +270,23 @@ def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None 
     m_region[:, :2] = m_crop[:, :2] @ to_img[:, :2]
     m_region[:, 2] = m_crop[:, :2] @ to_img[:, 2] + m_crop[:, 2]
     crops = []
-    try:
-        for frame in decode_frames(record.video, opts.fps, gray=False, crop=region,
-                                   scale=None if (sw, sh) == (rw, rh) else (sw, sh),
-                                   threads=opts.decode_threads, info=info):
-            crops.append(cv2.warpAffine(frame, m_region, (opts.crop_size, opts.crop_size),
+    if held:  # the frames of pass 1: cut the region and scale it here, as ffmpeg's crop + area scale would
+        for frame in held:
+            part = frame[y0:y0 + rh, x0:x0 + rw]
+            if (sw, sh) != (rw, rh):
+                part = cv2.resize(part, (sw, sh), interpolation=cv2.INTER_AREA)
+            crops.append(cv2.warpAffine(part, m_region, (opts.crop_size, opts.crop_size),
                                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-    except DataError as e:
-        raise ClipFailure("corrupt video", str(e)) from None
+        held.clear()
+    else:
+        try:
+            for frame in decode_frames(record.video, opts.fps, gray=False, crop=region,
+                                       scale=None if (sw, sh) == (rw, rh) else (sw, sh),
+                                       threads=opts.decode_threads, info=info):
+                crops.append(cv2.warpAffine(frame, m_region, (opts.crop_size, opts.crop_size),
+                                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        except DataError as e:
+            raise ClipFailure("corrupt video", str(e)) from None
     if abs(len(crops) - T) > 2 or not crops:
         raise ClipFailure("corrupt video", f"{record.video}: {T} frames in the first decode but {len(crops)} "
                                            f"in the second")

@@ -44,6 +44,7 @@ from emotalk.eval.emotion_classifier import predict_frames
 from emotalk.eval.face_features import identity_landmarks, sample_landmarks
 from emotalk.eval.feature_store import Side
 from emotalk.eval.metrics.base import MetricOptions, MetricResult, VideoSample, register_metric
+from emotalk.eval.sample import repeat_sources
 from emotalk.models.emotion_fan import INPUT_SIZE as FAN_INPUT_SIZE
 from emotalk.models.emotion_fan import EmotionFAN
 from emotalk.models.fer import FER_CLASSES
@@ -154,7 +155,11 @@ def fer_face_crops(frames: np.ndarray) -> np.ndarray:
     import cv2
 
     out = np.empty((len(frames), 64, 64), np.float32)
+    src = repeat_sources(frames)
     for t, frame in enumerate(frames):
+        if src[t] != t:  # the same frame as before (the static-photo baseline): the same crop
+            out[t] = out[t - 1]
+            continue
         grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
         faces = get_feature_detector("haar_face").detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, flags=cv2.CASCADE_SCALE_IMAGE,
                                          minSize=(50, 50))

@@ -23,6 +23,7 @@ import numpy as np
 
 from emotalk.errors import DataError
 from emotalk.eval.metrics.base import MetricOptions, MetricResult, VideoSample, register_metric
+from emotalk.eval.sample import per_unique_frame, repeat_sources
 
 # --- CPBD constants (Narvekar & Karam; identical to the reference) ---
 _THRESHOLD = 0.002  # fraction of edge pixels that makes a block an edge block
@@ -192,7 +193,8 @@ def _paired_mean(samples: Sequence[VideoSample], fn, cap: float | None = None) -
     values, per_video = [], {}
     for i, s in enumerate(samples):
         g, t = s.paired_frames()
-        v = np.array([fn(a, b) for a, b in zip(g, t)], dtype=np.float64)
+        # a pair equal to the previous pair is scored once (the static photo against a still stretch)
+        v = np.array(per_unique_frame(lambda k: fn(g[k], t[k]), len(g), repeat_sources(g, t)), dtype=np.float64)
         if cap is not None:
             v = np.minimum(v, cap)
         values.append(v)
@@ -213,7 +215,8 @@ def ssim_metric(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricRe
     """Structural similarity of generated vs ground-truth frames (scikit-image, RGB; window per
     ``metrics.ssim_window``, Wang et al. 2004's by default)."""
     window = opts.ssim_window
-    value, details = _paired_mean(samples, lambda g, t: ssim(g, t, window))
+    # identical frames (the ground-truth row scores the real video against itself) have SSIM 1 by definition
+    value, details = _paired_mean(samples, lambda g, t: 1.0 if np.array_equal(g, t) else ssim(g, t, window))
     return MetricResult("SSIM", value, {**details, "window": window})
 
 
@@ -222,7 +225,8 @@ def cpbd_metric(samples: Sequence[VideoSample], opts: MetricOptions) -> MetricRe
     """Cumulative probability of blur detection of the generated frames (sharpness, no reference)."""
     values, per_video = [], {}
     for i, s in enumerate(samples):
-        v = np.array([cpbd(to_gray(f)) for f in s.generated])
+        frames = s.generated  # a frame equal to the previous one is scored once (the static-photo baseline)
+        v = np.array(per_unique_frame(lambda k: cpbd(to_gray(frames[k])), len(frames), repeat_sources(frames)))
         values.append(v)
         per_video[s.name or str(i)] = float(v.mean())
     allv = np.concatenate(values)
