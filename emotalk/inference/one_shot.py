@@ -350,7 +350,6 @@ def _steps_bar(steps: int, progress: bool):
 def _run_frozen_motion(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress):
     """Frozen motion once (fp32, exact; it also gives the base model's L1), then ``steps`` updates of E_T
     and D_T through ``encode -> render``; with bf16 on a working copy (see the module docstring)."""
-    cl = torch.channels_last
     t0 = time.perf_counter()
     with torch.no_grad():
         feats = adapted.encode_identity(img)
@@ -362,12 +361,7 @@ def _run_frozen_motion(adapted, params, img, lm, emo, steps, lr, betas, amp, los
     enc, dec = working_copy(adapted.identity_encoder, amp), working_copy(adapted.decoder, amp)
     work = [p for m in (enc, dec) for p in m.parameters()]
     warps = fixed_warps(adapted, feats, motion, amp)
-    perceptual, lambda_rec, lambda_per = loss_terms
-    if perceptual is not None:  # a frozen copy in the working dtype and layout (the caller's stays as is)
-        perceptual = copy.deepcopy(perceptual).to(amp).to(memory_format=cl)
-    loss_fn = _loss_terms(perceptual, img, lambda_rec, lambda_per)
-    x = img.to(amp).contiguous(memory_format=cl)
-    opt = Adam(params, lr, betas)
+    loss_fn, x, opt = _loop_setup(loss_terms, img, amp, params, lr, betas)
     losses = []
     for _ in _steps_bar(steps, progress):
         loss = loss_fn(render(adapted, dec, encode(enc, x), motion, warps))
@@ -375,6 +369,16 @@ def _run_frozen_motion(adapted, params, img, lm, emo, steps, lr, betas, amp, los
         _step(opt, params, work)
         losses.append(loss.detach())
     return [float(v) for v in torch.stack(losses).tolist()] if losses else [], prep, l1_before
+
+
+def _loop_setup(loss_terms, img: Tensor, amp: torch.dtype, params, lr: float, betas):
+    """What both methods' loops need: the loss on the photo (a frozen perceptual copy in the working dtype
+    and layout; the caller's module stays as is), the photo in that dtype and layout, Adam on ``params``."""
+    perceptual, lambda_rec, lambda_per = loss_terms
+    if perceptual is not None:
+        perceptual = copy.deepcopy(perceptual).to(amp).to(memory_format=torch.channels_last)
+    loss_fn = _loss_terms(perceptual, img, lambda_rec, lambda_per)
+    return loss_fn, img.to(amp).contiguous(memory_format=torch.channels_last), Adam(params, lr, betas)
 
 
 def _run_full(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress):
@@ -386,12 +390,7 @@ def _run_full(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, 
     else:  # the same parameter order as identity_parameters()
         work = copy.deepcopy(adapted).to(amp).to(memory_format=cl)
         work_params = work.identity_parameters()
-    perceptual, lambda_rec, lambda_per = loss_terms
-    if perceptual is not None:  # a frozen copy in the working dtype and layout (the caller's stays as is)
-        perceptual = copy.deepcopy(perceptual).to(amp).to(memory_format=cl)
-    loss_fn = _loss_terms(perceptual, img, lambda_rec, lambda_per)
-    x = img.to(amp).contiguous(memory_format=cl)
-    opt = Adam(params, lr, betas)
+    loss_fn, x, opt = _loop_setup(loss_terms, img, amp, params, lr, betas)
     losses = []
     for _ in _steps_bar(steps, progress):
         loss = loss_fn(work(x, lm, lm, emo)["image"])
