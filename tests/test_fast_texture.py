@@ -174,3 +174,16 @@ def test_gather_warp_is_grid_sample_border_times_the_gate_and_packed_conv_is_con
         rest = PackedConv.of(conv, [slice(2, 5)], bias=False)(x[:, 2:])
         split = PackedConv.of(conv, [slice(0, 2)])(x[:, :2], add=rest)
         torch.testing.assert_close(split, conv(x), rtol=1e-5, atol=1e-5)  # a conv of a concatenation = sum of parts
+
+
+def test_packed_conv_packs_per_input_shape_and_stays_exact_across_batch_sizes():
+    """A weight packed for one batch size is not reused at another (oneDNN's slow path); a few shapes kept."""
+    g = torch.Generator().manual_seed(5)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    pc = PackedConv.of(conv)
+    with torch.no_grad():
+        for b in (1, 3, 1, 2):
+            x = torch.randn(b, 4, 8, 8, generator=g)
+            torch.testing.assert_close(pc(x), conv(x), rtol=1e-5, atol=1e-5)
+    if pc._use_onednn(x):
+        assert list(pc.packed) == [(2, 4, 8, 8), (1, 4, 8, 8)]  # most recent first, PACKED_SHAPES kept

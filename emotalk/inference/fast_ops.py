@@ -26,6 +26,10 @@ _ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_
            and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight"))
 
 
+#: input shapes whose packed weight a :class:`PackedConv` keeps
+PACKED_SHAPES = 2
+
+
 class PackedConv(nn.Module):
     """A frozen ``nn.Conv2d`` (inference only) with its weight reordered once for oneDNN, and optional fused
     ``+ add`` (same shape as the output, or batch 1: broadcast) and ReLU."""
@@ -36,7 +40,9 @@ class PackedConv(nn.Module):
         self.bias = bias.detach().to(weight.dtype) if bias is not None else None
         self.stride, self.padding = list(_pair(stride)), list(_pair(padding))
         self.dilation, self.groups = list(_pair(dilation)), groups
-        self.packed: Tensor | None = None
+        #: oneDNN's blocked weight per input shape, the most recent first (a weight packed for one batch size
+        #: and used at another sends oneDNN down a path ~50x slower: fp32 G_T at batch 2 took 20 s a call)
+        self.packed: dict[tuple[int, ...], Tensor] = {}
 
     @classmethod
     def of(cls, conv: nn.Conv2d, in_slices: list[slice] | None = None, bias: bool = True) -> "PackedConv":
@@ -50,6 +56,16 @@ class PackedConv(nn.Module):
         return _ONEDNN and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) \
             and self.weight.dtype == x.dtype
 
+    def _packed_for(self, shape: tuple[int, ...]) -> Tensor:
+        """The weight reordered for inputs of ``shape``; at most :data:`PACKED_SHAPES` kept (the batch tuner
+        tries a few batch sizes, then one is used; a video's last, shorter batch is packed once more)."""
+        packed = self.packed.pop(shape, None)
+        if packed is None:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(shape))
+        self.packed = {shape: packed, **dict(list(self.packed.items())[:PACKED_SHAPES - 1])}
+        return packed
+
     def forward(self, x: Tensor, relu: bool = False, add: Tensor | None = None) -> Tensor:
         if not self._use_onednn(x):
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -57,16 +73,17 @@ class PackedConv(nn.Module):
                 y = y + add
             return torch.relu_(y) if relu else y
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.packed is None:  # oneDNN's blocked layout; the same one serves every batch size
-            self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        packed = self._packed_for(tuple(x.shape))
         unary = "relu" if relu else "none"
         if add is None:
-            return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, self.padding, self.stride,
+            return torch.ops.mkldnn._convolution_pointwise(x, packed, self.bias, self.padding, self.stride,
                                                            self.dilation, self.groups, unary, [], "")
+        if add.shape[0] != x.shape[0]:  # a per-identity term for a batch of frames: oneDNN's broadcast binary
+            # post-op is its reference kernel (G_T at batch 2 took 20 s a frame instead of 0.4); add in full
+            add = add.expand(x.shape[0], *add.shape[1:])
         add = add.to(x.dtype).contiguous(memory_format=torch.channels_last)
         return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, add, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0,
+            x, add, packed, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0,
             "relu" if relu else None, [], "")
 
 
