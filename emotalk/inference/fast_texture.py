@@ -52,7 +52,7 @@ from emotalk.inference.fast_ops import PackedConv, adain_relu, bilinear_taps, ga
 from emotalk.models.heatmap import heatmap_difference
 from emotalk.models.texture_blocks import identity_grid, style_statistics
 from emotalk.models.texture_generator import TextureGenerator
-from emotalk.utils.device import cuda_bf16_native
+from emotalk.utils.device import cpu_bf16_native, cuda_bf16_native
 from emotalk.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,7 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return cuda_bf16_native(device)
     if device.type == "cpu":
-        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+        return cpu_bf16_native()
     return False
 
 

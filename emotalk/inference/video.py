@@ -22,7 +22,7 @@ from typing import BinaryIO, Iterable
 import numpy as np
 
 from emotalk.data.io import media
-from emotalk.data.io.media import VideoWriter, write_wav
+from emotalk.data.io.media import CommitOnSuccess, VideoWriter, write_wav
 from emotalk.errors import DataError, InputError
 from emotalk.inference.progress import progress_bar
 from emotalk.inference.speech import Speech
@@ -50,7 +50,7 @@ def write_video(frames: Iterable[np.ndarray], out: str | Path, fps: float, speec
     return out
 
 
-class FragmentedMP4Writer:
+class FragmentedMP4Writer(CommitOnSuccess):
     """Frames and speech as they come -> a fragmented MP4 (H.264 + AAC) on a byte stream such as stdout.
 
     ``-movflags frag_keyframe+empty_moov`` makes the file playable while it is written (``ffplay -`` on
@@ -188,11 +188,3 @@ class FragmentedMP4Writer:
             self._proc.wait()
             self._proc = None
 
-    def __enter__(self) -> "FragmentedMP4Writer":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -230,7 +230,21 @@ def rgb_frame(frame: np.ndarray, size: tuple[int, int] | None = None) -> np.ndar
     return frame
 
 
-class VideoWriter:
+class CommitOnSuccess:
+    """A writer as a context manager: ``close()`` (finish and publish the output) when the block ends
+    normally, ``abort()`` (kill the encoder, leave no file) when it raises."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoWriter(CommitOnSuccess):
     """Stream RGB frames to an H.264 (yuv420p) mp4; ``audio`` (a file path) is muxed as AAC, padded with
     silence or cut to the video's exact length (frames / fps).
 
@@ -352,14 +366,6 @@ class VideoWriter:
         self._tmp.unlink(missing_ok=True)
         self._video_tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float,
