@@ -111,25 +111,25 @@ def test_mead_reader_lists_every_clip_with_the_generated_splits(tiny):
 
 @pytest.mark.slow
 def test_dlib_on_generated_frames_matches_the_sidecar(tiny):
-    from emotalk.data.face.detect import DlibLandmarker
+    """dlib, run as preprocessing runs it (detect, then track: emotalk.data.face.track), finds the landmarks the
+    sidecar says on every generated clip. Not per-frame detection: dlib's HOG box snaps between pyramid levels
+    (129 or 155 px on W002's faces) and the larger box fits an expressive face 2-4 px worse, so a clip's mean over
+    per-frame detections counts coin flips (W002 sad 3.8 px with one rendering, 5.3 with a 50 dB-equal one)."""
+    from emotalk.data.face.track import track_landmarks
     from emotalk.data.io.media import read_video
     from emotalk.mini.generator import load_sidecar
 
-    det = DlibLandmarker(upsample=1)
     per_clip = {}
     for mp4 in _clips(tiny):
         frames = read_video(mp4)
         gt = load_sidecar(mp4)["landmarks"]
         assert len(frames) == len(gt)
-        errs = []
-        for t in range(0, len(frames), 5):
-            faces = det.detect_faces(frames[t])
-            assert faces, f"dlib found no face in frame {t} of {mp4}"
-            errs.append(np.linalg.norm(faces[0].landmarks - gt[t], axis=1).mean())
-        per_clip[mp4.relative_to(tiny).as_posix()] = float(np.mean(errs))
+        track = track_landmarks(frames)
+        assert track.missing == 0, f"dlib lost the face in {track.missing} frames of {mp4}"
+        per_clip[mp4.relative_to(tiny).as_posix()] = float(np.linalg.norm(track.landmarks - gt, axis=-1).mean())
     overall = float(np.mean(list(per_clip.values())))
-    assert overall < 2.5, per_clip  # pixels, 256x256 frames, eye corners ~74 px apart
-    assert max(per_clip.values()) < 4.5, per_clip
+    assert overall < 2.5, per_clip  # pixels, 256x256 frames, eye corners ~74 px apart (measured: 1.8)
+    assert max(per_clip.values()) < 4.5, per_clip  # (measured: 2.9)
 
 
 @pytest.mark.slow

@@ -373,10 +373,47 @@ def test_decoding_once_matches_two_passes(tmp_path, monkeypatch):
     assert np.abs(once.crop_landmarks - twice.crop_landmarks).mean() < 1.0
     a = np.stack([cv2_decode(once, t) for t in range(20)]).astype(float)
     b = np.stack([cv2_decode(twice, t) for t in range(20)]).astype(float)
-    assert np.abs(a - b).mean() < 4.0  # (a 3-pixel shift: 11) the crop follows the landmarks' median, which moves by sub-pixels
+    # the crop follows the landmarks' median, which the two grey conversions move by sub-pixels (0.5 px here: 5.5 on
+    # this textured photo; a 3-pixel shift: 11)
+    assert np.abs(once.crop_matrix[:, 2] - twice.crop_matrix[:, 2]).max() < 0.75
+    assert np.abs(a - b).mean() < 7.0
 
 
 def cv2_decode(an, t: int) -> np.ndarray:
     import cv2
 
     return cv2.imdecode(an.frames_jpeg[int(an.frames_offsets[t]):int(an.frames_offsets[t + 1])], cv2.IMREAD_COLOR)
+
+
+def test_small_video_decoded_in_process_bit_for_bit(tmp_path):
+    """decode_small_video (OpenCV's FFmpeg, no ffmpeg process) gives ffmpeg's frames byte for byte, and refuses
+    what it cannot do the same way: another frame rate (ffmpeg's fps filter would resample), a video over the
+    size limit, a missing or unreadable file."""
+    video = tmp_path / "v.mp4"
+    make_clip_files(video, None, n=12)
+    got = media.decode_small_video(video, 30.0, 1 << 30)
+    assert got is not None
+    info, frames = got
+    ref = list(media.iter_video_frames(video, 30.0))
+    assert len(frames) == len(ref) == info.num_frames == 12 and (info.width, info.height) == (320, 320)
+    for a, b in zip(frames, ref):
+        np.testing.assert_array_equal(a, b)
+    assert media.decode_small_video(video, 25.0, 1 << 30) is None
+    assert media.decode_small_video(video, 30.0, 320 * 320 * 3 * 11) is None
+    assert media.decode_small_video(tmp_path / "none.mp4", 30.0, 1 << 30) is None
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    assert media.decode_small_video(tmp_path / "bad.mp4", 30.0, 1 << 30) is None
+
+
+def test_jpeg_frames_are_the_bytes_of_a_reversed_channel_copy():
+    """encode_frames converts RGB with cvtColor (cheaper than a reversed-stride copy): the same JPEG bytes."""
+    import cv2
+
+    from emotalk.data.io.clip import encode_frames
+
+    frames = [np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8) for i in range(3)]
+    data, offsets = encode_frames(frames, quality=92)
+    want = [cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92])[1].ravel()
+            for f in frames]
+    np.testing.assert_array_equal(data, np.concatenate(want))
+    assert offsets.tolist() == np.cumsum([0] + [len(w) for w in want]).tolist()

@@ -4,8 +4,10 @@ Why not :class:`emotalk.data.io.media.VideoWriter`: it encodes the video into a 
 second time to mux the audio (it does not know the video's length in advance). mead-mini knows every clip's
 frame count before the first frame is rendered, so the audio can be muxed while the video is encoded: one
 process start and one file write per clip instead of two, and no padded copy of the WAV (``apad`` pads the
-speech with silence and ``-t`` cuts it at the video's end, exactly what the two-step writer does). The encoder
-settings are the writer's (x264 ``veryfast``, CRF 18, yuv420p, AAC 128k, faststart), and x264 runs one
+speech with silence and ``-t`` cuts it at the video's end, exactly what the two-step writer does). x264 runs
+``ultrafast`` at CRF 18 (yuv420p, AAC 128k, faststart): measured on a 256x256 clip it costs 0.63x the writer's
+``veryfast`` and comes out *closer* to the rendered frames (39.9 dB PSNR against 37.9), in files ~3x larger
+(~130 KB a clip) — for a dataset that is generated to be read once, encoder time is what matters. x264 runs one
 thread: the generator already runs one clip per core, so encoder threads would only compete with the
 renderers.
 
@@ -23,8 +25,8 @@ from emotalk.data.io.media import ffmpeg_exe, rgb_frame
 from emotalk.errors import DataError, NoSpaceError
 from emotalk.utils.io import atomic_path
 
-#: x264 settings of mead-mini's videos (those of :class:`emotalk.data.io.media.VideoWriter`'s mp4)
-PRESET, CRF = "veryfast", 18
+#: x264 settings of mead-mini's videos (the module docstring says why not the writer's ``veryfast``)
+PRESET, CRF = "ultrafast", 18
 
 
 def _full_disk(message: str) -> bool:

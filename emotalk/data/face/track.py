@@ -6,12 +6,17 @@ and ``fit(image, box) -> Face``.
 
 :func:`track_landmarks` runs over a clip's frames (grayscale or RGB): the largest face is detected on
 the first frame (on a downscaled copy for speed); each next frame is fitted in a box predicted from the
-previous frame's landmarks (with the detector's box convention, which the shape predictor expects).
-Tracking counts as *lost* when the fitted face leaves the frame, jumps or changes scale abruptly, or its
-appearance (a small grey patch warped to the canonical face) stops matching the previous frame — then
-the detector runs again. Frames where no face can be found are filled by interpolation and reported;
-too many of them raise :class:`NoFaceError`. Finally the landmark trajectories are smoothed in time
-(Savitzky-Golay by default, or a one-euro filter).
+previous frame's landmarks (with the detector's box convention, which the shape predictor expects). The box
+follows the *rigid* landmarks only (eye corners, nose: :data:`STABLE_POINTS`): brows, mouth and jaw move with
+the expression, and a box that followed them fed the expression back into the fit. Even so the box and the fit
+can pull each other along (a larger box gives a larger fitted face, which predicts a larger box: on mead-mini
+some expressive clips grew 30 % in 15 frames, 20 px wrong on a 256-px frame), so the box is also compared with
+the last detection's, and a drift beyond ``max_box_drift`` of its size re-detects (a real head movement that
+large gets a fresh detection too, which is right). Tracking counts as *lost* when the fitted face leaves the
+frame, jumps or changes scale abruptly, drifts so, or its appearance (a small grey patch warped to the
+canonical face) stops matching the previous frame — then the detector runs again. Frames where no face can
+be found are filled by interpolation and reported; too many of them raise :class:`NoFaceError`. Finally the
+landmark trajectories are smoothed in time (Savitzky-Golay by default, or a one-euro filter).
 """
 from __future__ import annotations
 
@@ -65,6 +70,7 @@ def detect_largest(landmarker, image: np.ndarray, max_side: int = 640) -> Face |
 # tracking
 # ==================================================================================================
 _PATCH_IDX = list(range(17, 68))  # brows, nose, eyes, mouth: the patch follows the inner face
+_RIGID = np.array(STABLE_POINTS)  # the box follows these (see _BoxModel)
 
 
 @functools.lru_cache(maxsize=4)
@@ -95,8 +101,9 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class _BoxModel:
-    """The detector box expressed relative to the landmarks (centre offset and size in units of the
-    landmark spread), so later boxes predicted from landmarks keep the detector's convention."""
+    """The detector box expressed relative to the rigid landmarks (centre offset and size in units of their
+    spread; :data:`STABLE_POINTS`, which the expression does not move), so later boxes predicted from
+    landmarks keep the detector's convention."""
 
     dx: float
     dy: float
@@ -105,6 +112,7 @@ class _BoxModel:
 
     @staticmethod
     def _frame(pts: np.ndarray) -> tuple[np.ndarray, float]:
+        pts = pts[_RIGID] if len(pts) == 68 else pts
         c = pts.mean(0)
         s = float(np.sqrt(((pts - c) ** 2).sum(1).mean()))
         return c, max(s, 1e-6)
@@ -140,6 +148,9 @@ class TrackerOptions:
     min_patch_similarity: float = 0.5  # NCC of the face patch vs. the previous frame below this: lost
     max_scale_change: float = 0.25  # frame-to-frame change in face size above this: lost
     max_jump: float = 0.5  # centre jump above this fraction of the face size: lost
+    #: the predicted box's size or centre off the last detection's box by more than this fraction of its size:
+    #: re-detect (bounds the box/fit feedback drift; see the module docstring). None: never
+    max_box_drift: float | None = 0.1
     max_missing_fraction: float = 0.25  # more frames without a face than this: NoFaceError
     smoothing: str = "savgol"  # savgol | one_euro | none
     smooth_window: int = 5  # Savitzky-Golay window (odd, frames)
@@ -159,6 +170,7 @@ class LandmarkTracker:
         self._prev: np.ndarray | None = None
         self._prev_patch: np.ndarray | None = None
         self._box_model: _BoxModel | None = None
+        self._det_box: tuple[float, float, float, float] | None = None  # the last detection's box
         self.detections = 0
         self.redetect_frames: list[int] = []
 
@@ -172,7 +184,18 @@ class LandmarkTracker:
         if face is None:
             return None
         self._box_model = _BoxModel.from_face(face)
+        self._det_box = tuple(float(v) for v in face.box)
         return face.landmarks.astype(np.float32)
+
+    def _drifted(self, pts: np.ndarray) -> bool:
+        """Whether the box ``pts`` predict is off the last detection's by more than ``max_box_drift``."""
+        if self.opt.max_box_drift is None or self._det_box is None:
+            return False
+        l, t, r, b = self._box_model.box(pts)
+        dl, dt, dr, db = self._det_box
+        size, dsize = max(r - l, b - t), max(dr - dl, db - dt, 1e-6)
+        shift = np.hypot((l + r - dl - dr) / 2, (t + b - dt - db) / 2)
+        return abs(size / dsize - 1.0) > self.opt.max_box_drift or shift > self.opt.max_box_drift * dsize
 
     def _lost(self, gray: np.ndarray, pts: np.ndarray, patch: np.ndarray) -> bool:
         h, w = gray.shape[:2]
@@ -186,6 +209,8 @@ class LandmarkTracker:
         if abs(spread / max(pspread, 1e-6) - 1.0) > self.opt.max_scale_change:
             return True
         if np.linalg.norm(c - pc) > self.opt.max_jump * 2.5 * pspread:
+            return True
+        if self._drifted(pts):
             return True
         return _ncc(patch, self._prev_patch) < self.opt.min_patch_similarity
 

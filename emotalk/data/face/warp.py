@@ -103,8 +103,9 @@ class FaceWarper:
         # 0 = no triangle (identity); 8-bit when the triangles fit, for cv2.LUT below
         index = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8 if len(tri) < 256 else np.int32)
         fixed = ((d - [x0, y0]) * 16).round().astype(np.int32)  # the same rounding as in frame pixels
-        for k in np.nonzero(ok)[0]:
-            cv2.fillConvexPoly(index, fixed[k], int(k) + 1, lineType=cv2.LINE_8, shift=4)
+        keep = np.flatnonzero(ok)  # python ints and a list of polygons: numpy scalars cost more than the fills
+        for k, poly in zip((keep + 1).tolist(), list(fixed[keep])):
+            cv2.fillConvexPoly(index, poly, k, lineType=cv2.LINE_8, shift=4)
         Mf = np.concatenate([np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]), M]).astype(np.float32)
         xs, ys = self._xs[y0:y1, x0:x1], self._ys[y0:y1, x0:x1]
         if index.dtype == np.uint8:  # the same values as the indexing below, ~3x faster (mead-mini renders 30k frames)
@@ -271,8 +272,10 @@ def teeth_centre(neutral: np.ndarray) -> np.ndarray:
     return np.array([lm[[62, 66], 0].mean(), lm[[62, 66], 1].mean()])
 
 
-def render_frame(warper: FaceWarper, landmarks: np.ndarray, unit: float, jaw: float = 0.0) -> np.ndarray:
+def render_frame(warper: FaceWarper, landmarks: np.ndarray, unit: float, jaw: float = 0.0,
+                 supersample: int = 4) -> np.ndarray:
     """One RGB frame: the warped photo with the mouth interior drawn for ``landmarks`` (68, 2, px);
-    ``jaw`` is the jaw opening in pixels (lower-incisor travel)."""
+    ``jaw`` is the jaw opening in pixels (lower-incisor travel); ``supersample``: the mouth's anti-aliasing
+    (mead-mini renders with 2: ~2.4x cheaper, 50 dB from 4)."""
     frame = warper.warp(landmarks)
-    return draw_mouth_interior(frame, landmarks, unit, teeth_centre(warper.neutral), jaw)
+    return draw_mouth_interior(frame, landmarks, unit, teeth_centre(warper.neutral), jaw, supersample=supersample)

@@ -115,8 +115,11 @@ def encode_frames(frames, quality: int = 92) -> tuple[np.ndarray, np.ndarray]:
 
     chunks, offsets = [], [0]
     for f in frames:
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(f)[..., ::-1]),
-                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+        f = np.asarray(f)
+        # cvtColor: the same bytes as a reversed-channel copy at a tenth of its cost (preprocessing encodes every crop)
+        bgr = (cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2BGR) if f.dtype == np.uint8 and f.ndim == 3
+               and f.shape[2] == 3 else np.ascontiguousarray(f[..., ::-1]))
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise DataError("could not JPEG-encode a frame")
         chunks.append(buf.reshape(-1))

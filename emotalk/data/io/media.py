@@ -3,6 +3,7 @@
 - :func:`load_audio`: any audio/video file -> float32 mono at ``sr`` Hz.
 - :func:`read_video`: frames (RGB uint8) resampled to ``fps`` (streamed with :func:`iter_video_frames`).
 - :func:`probe_video`: size, fps, frame count, duration, whether there is an audio stream.
+- :func:`decode_small_video`: a small video already at the wanted rate, decoded in-process (no ffmpeg run).
 - :class:`VideoWriter`: stream RGB frames into a video, optionally muxed with an audio track; the
   container follows the file's extension (:data:`VIDEO_CONTAINERS`: H.264 + AAC in mp4/mov/mkv, VP9 + Opus
   in webm) and the file appears under its final name only after ``close()`` succeeds.
@@ -208,6 +209,43 @@ def iter_video_frames(path: str | Path, fps: float | None = None, size: tuple[in
     if code != 0:
         last = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"
         raise DataError(f"{path}: video decoding failed ({last})")
+
+
+def decode_small_video(path: str | Path, fps: float, max_bytes: int) -> tuple[VideoInfo, list[np.ndarray]] | None:
+    """All frames (RGB uint8) of a video that is already at ``fps`` and whose frames fit in ``max_bytes``,
+    decoded in this process by OpenCV's FFmpeg — ``(info, frames)``, or ``None`` whenever that might not
+    give what :func:`probe_video` + :func:`iter_video_frames` give (another frame rate, which ffmpeg's ``fps``
+    filter would resample; too large; a decoded frame count other than the container's; anything unreadable):
+    the caller then takes that path.
+
+    Why: preprocessing mead-mini decodes 384 small clips, and the two ffmpeg process starts per clip (probe,
+    decode) cost ~3x the decoding itself; the frames are the same bytes (both are FFmpeg's H.264 decoder and
+    its yuv420p -> RGB conversion; checked over a whole mead-mini in the tests and on the demo's data).
+    ``info.has_audio`` is not probed here (False): call this only when the audio comes from another file."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    try:
+        if not cap.isOpened():
+            return None
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        rate, count = float(cap.get(cv2.CAP_PROP_FPS)), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if abs(rate - fps) > 1e-3 or count < 1 or w < 2 or h < 2 or w * h * 3 * count > max_bytes:
+            return None
+        frames = []
+        while len(frames) <= count:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    if len(frames) != count or frames[0].shape != (h, w, 3):
+        return None
+    return VideoInfo(width=w, height=h, fps=rate, num_frames=count, duration=count / rate, has_audio=False), frames
 
 
 def read_video(path: str | Path, fps: float | None = None) -> np.ndarray:

@@ -199,13 +199,17 @@ def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None 
 
     t0 = time.perf_counter()
     # ---- video and audio sources ---------------------------------------------------------------
+    audio_src = record.audio if record.audio is not None and Path(record.audio).is_file() else None
+    # a small video at the processing rate whose audio is another file (mead-mini): decoded in this process, no
+    # ffmpeg runs (media.decode_small_video gives the same frames or None); others: probed and piped from ffmpeg
+    direct = (media.decode_small_video(record.video, opts.fps, DECODE_ONCE_BYTES)
+              if audio_src is not None else None)
     try:
-        info = media.probe_video(record.video)
+        info = direct[0] if direct is not None else media.probe_video(record.video)
     except EmotalkError as e:
         raise ClipFailure("corrupt video", str(e)) from None
     if info.width < 2 or info.height < 2:
         raise ClipFailure("corrupt video", f"{record.video}: no video stream")
-    audio_src = record.audio if record.audio is not None and Path(record.audio).is_file() else None
     if audio_src is None:
         if not info.has_audio:
             raise ClipFailure("missing audio", f"{record.video}: no audio file "
@@ -223,15 +227,20 @@ def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None 
     if sidecar is not None and sidecar.is_file():
         landmarks = load_sidecar_landmarks(sidecar, opts.fps)
         T = len(landmarks)
+        if held is not None and direct is not None:  # the frames are decoded already: crops from them
+            held.extend(direct[1])
+        direct = None
         track_stats = {"landmarks_source": "sidecar", "detections": 0, "redetections": 0, "missing_frames": 0}
     else:
         tracker = LandmarkTracker(_landmarker(opts), opts.tracker, fps=opts.fps)
         try:
             if held is not None:  # one colour decode; the tracker gets each frame's grey version
-                for frame in decode_frames(record.video, opts.fps, gray=False, threads=opts.decode_threads,
-                                           info=info):
+                frames = direct[1] if direct is not None else decode_frames(
+                    record.video, opts.fps, gray=False, threads=opts.decode_threads, info=info)
+                for frame in frames:
                     held.append(frame)
                     tracker.update(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+                direct = frames = None  # ``held`` alone keeps the frames (cleared after pass 2)
             else:
                 for frame in decode_frames(record.video, opts.fps, gray=True, threads=opts.decode_threads,
                                            info=info):

@@ -54,7 +54,10 @@ DEFAULT_TEST_LAST = 3
 #: mead-mini data version this code reads (``format_version`` in ``mini.json``; the generator,
 #: :mod:`emotalk.mini.generator`, writes it). Older datasets were made with other ground-truth motion
 #: (1: expressions several times weaker than MEAD's) and must be regenerated, not silently mixed in.
-MEAD_MINI_VERSION = 2
+MEAD_MINI_VERSION = 3
+#: versions read as well: 2 has version 3's ground truth (motion, sidecars, splits) and differs only in how
+#: the frames were rendered and encoded (mouth anti-aliasing, x264 preset), so its data stays usable
+READABLE_MEAD_MINI_VERSIONS = frozenset({2, MEAD_MINI_VERSION})
 
 
 @dataclass
@@ -226,7 +229,7 @@ def check_mini_version(root: str | Path) -> None:
         version = json.loads(path.read_text()).get("format_version")
     except (json.JSONDecodeError, OSError, AttributeError) as e:
         raise DataError(f"{path}: unreadable ({e}); regenerate it with 'emotalk make-mini'") from None
-    if version is not None and version != MEAD_MINI_VERSION:  # None: a hand-written split file
+    if version is not None and version not in READABLE_MEAD_MINI_VERSIONS:  # None: a hand-written split file
         raise DataError(f"{root} holds mead-mini data version {version}, this emotalk reads version "
                         f"{MEAD_MINI_VERSION} (the ground-truth expressions changed); regenerate it with "
                         f"'emotalk make-mini --out {root}'")
