@@ -168,3 +168,68 @@ def test_repeated_frames_are_measured_once_with_the_same_result(monkeypatch):
     assert res["CPBD"].value == cpbd(to_gray(a))
     one = compute_metrics(["ssim"], [VideoSample(generated=a[None], ground_truth=b[None])], MetricOptions())
     assert res["SSIM"].value == (3 * 1.0 + one["SSIM"].value) / 4  # identical frames score exactly 1
+
+
+def _face_samples():
+    """Two short clips of a real face (the bundled public-domain photo, shifted a few pixels per frame), with
+    their landmarks already measured (as an earlier method leaves them): no dlib model to load here."""
+    import cv2
+    import numpy as np
+
+    from emotalk.data.io.photos import grace_hopper_path
+    from emotalk.eval.feature_store import Feature, Side
+    from emotalk.eval.metrics import VideoSample
+
+    img = cv2.imread(str(grace_hopper_path()))[..., ::-1]
+    h, w = img.shape[:2]
+    s = min(h, w)
+    face = cv2.resize(np.ascontiguousarray(img[:s, (w - s) // 2:(w - s) // 2 + s]), (128, 128),
+                      interpolation=cv2.INTER_AREA)
+    shift = lambda k: np.roll(face, k, axis=1)  # noqa: E731
+    rng = np.random.default_rng(0)
+    out = []
+    for i, emo in enumerate(("happy", "neutral")):
+        v = VideoSample(generated=np.stack([shift(k) for k in (0, 3)]),
+                        ground_truth=np.stack([shift(k) for k in (1, 3)]),
+                        identity=face, emotion=emo, name=f"clip{i}")
+        for side in (Side.GENERATED, Side.GROUND_TRUTH):
+            v.features.put(side, Feature.LANDMARKS, 40 + 50 * rng.random((2, 68, 2)))
+        out.append(v)
+    return out
+
+
+def test_parallel_metrics_equal_the_serial_ones_and_keep_the_feature_store():
+    """The pixel metrics computed in a forked process (the demo's evaluation) give exactly the serial numbers
+    and details, in the serial order."""
+    from emotalk.eval.metrics import MetricOptions, compute_metrics
+    from emotalk.eval.parallel import PIXEL_METRICS, can_fork, compute_metrics_parallel, split_metrics
+
+    names = ["psnr", "m_ld", "ssim", "cpbd", "emo_acc_fer", "f_lvd"]
+    assert split_metrics(names) == (["psnr", "ssim", "cpbd", "emo_acc_fer"], ["m_ld", "f_lvd"])
+    assert set(PIXEL_METRICS) <= set(names)
+    opts = MetricOptions(device="cpu")
+    assert can_fork(opts)
+    serial = compute_metrics(names, _face_samples(), opts)
+    samples = _face_samples()
+    par = compute_metrics_parallel(names, samples, opts, workers=2)
+    assert list(par) == list(serial) == ["PSNR", "M-LD", "SSIM", "CPBD", "Emo-Acc-FER", "F-LVD"]
+    for k in serial:
+        assert par[k].value == pytest.approx(serial[k].value, nan_ok=True, rel=0, abs=0), k
+        assert json.dumps(par[k].details, sort_keys=True, default=str) == \
+            json.dumps(serial[k].details, sort_keys=True, default=str), k
+    assert [s.features.keys() for s in samples] == [s.features.keys() for s in _face_samples()]
+
+
+def test_an_error_in_the_metric_process_reaches_the_caller(monkeypatch):
+    """A metric failing in the forked process raises its own typed error here, not a hang or a bare EOF."""
+    from emotalk.errors import InputError
+    from emotalk.eval.metrics import MetricOptions, image_quality
+    from emotalk.eval.parallel import compute_metrics_parallel
+
+    def broken(gray):
+        raise InputError("cpbd broke on purpose")
+
+    monkeypatch.setattr(image_quality, "cpbd", broken)  # inherited by the forked child
+    samples = _face_samples()[:1]
+    with pytest.raises(InputError, match="on purpose"):
+        compute_metrics_parallel(["cpbd", "m_ld"], samples, MetricOptions(device="cpu"))

@@ -9,12 +9,16 @@ than the reference (never shrunk on a faster one), and a stage over its scaled b
 numbers. Stages reused from an earlier run (0 s) are listed, since their total is not a fresh run's.
 
 The split (seconds on the reference machine) is the plan for the 360 s: data 130 (mead-mini and its
-preprocessing), G_L 48, G_T 70, the landmark emotion classifier 7, then everything a user sees being made
-from the trained models - the videos 24, the emotions panel 22, the evaluation 47 and the report 3 (what
-they measured on an idle 310 GFLOP/s machine, each face fine-tuned once and repeated frames measured once);
-15 s remain as headroom (process start-up, imports and the machine measurement are outside the stages).
-The data stages are the plan's open item: the default 'small' mead-mini takes ~235 s for them (450 s in
-all); 'quick' (half the clips) fits the plan at 332 s but G_L then learns the emotions less well.
+preprocessing), G_L 48, G_T 70 (what they measured on an idle 310 GFLOP/s machine), then everything a user
+sees being made from the trained models in 70: the landmark emotion classifier 4, the videos 18, the emotions
+panel 13, the evaluation 32 and the report 3. Those were 7 / 23 / 21 / 47 / 2.5 = 100 s on the idle machine
+with one process on two torch threads; they now use both cores as two one-thread processes
+(:mod:`.forked`, :mod:`emotalk.eval.parallel`). Measured only on the shared 2-core machine under a load of
+~12 (where two threads in one process are at their worst, so the idle gain is smaller): the evaluation 2.3x
+faster (3.2x less CPU time), the videos ~3x, the classifier's training step ~10x less CPU on one thread.
+The 70 s are that plan's idle estimate, to be confirmed by the next idle run's ``budget:`` line. 42 s remain
+as headroom (process start-up, imports and the machine measurement are outside the stages). The data stages
+are the plan's open item: the default 'small' mead-mini took ~235 s for them (450 s in all).
 """
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ from emotalk.demo.machine import REFERENCE_BUDGET_S, REFERENCE_GFLOPS, MachineSp
 
 #: seconds per stage on the reference machine (see the module docstring); the sum is under REFERENCE_BUDGET_S
 STAGE_BUDGET_S: dict[str, float] = {
-    "mini": 65.0, "preprocess": 65.0, "landmark": 48.0, "texture": 70.0, "classifier": 7.0,
-    "generate": 24.0, "emotions": 22.0, "evaluate": 47.0, "report": 3.0,
+    "mini": 65.0, "preprocess": 65.0, "landmark": 48.0, "texture": 70.0, "classifier": 4.0,
+    "generate": 18.0, "emotions": 13.0, "evaluate": 32.0, "report": 3.0,
 }
 
 

@@ -12,6 +12,9 @@ depend on the emotion, which G_T receives per frame).
 
 - prepared photos, by input (a file by path, size and modification time; an array by its bytes);
 - speech features, by the audio samples, frame count and rate;
+- G_L's landmarks, by the speech windows, the emotion control vector(s) and the face's neutral landmarks:
+  the evaluation's emotion grid asks for the same 36 conditions of the same clip once for the neural and
+  once for the warp row, and its test clips once per row (G_L is deterministic in eval mode);
 - prepared renderers, by the face crop and its landmarks (so the same face reached through a PNG file and
   through the decoded array shares one), the renderer, the fine-tuning steps and the background switch.
   A renderer asked for again with another default emotion is handed out as a shallow copy with that
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 
 from emotalk.inference import Controls, Pipeline, PreparedRenderer
+from emotalk.inference.landmarks import DEFAULT_BATCH
 from emotalk.inference.photo import Photo
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,7 @@ class SharedPipeline(Pipeline):
         self._photos: dict[Hashable, Photo] = {}
         self._features: dict[Hashable, Any] = {}
         self._renderers: dict[Hashable, PreparedRenderer] = {}
+        self._landmarks: dict[Hashable, np.ndarray] = {}
         self.counts: Counter = Counter()
 
     def prepare_photo(self, image, size: int = 256) -> Photo:
@@ -95,6 +100,20 @@ class SharedPipeline(Pipeline):
             self.counts["features miss"] += 1
             self._features[key] = super().audio_features(speech, num_frames, feature_source, fps)
         return self._features[key]
+
+    def predict_landmarks(self, audio_features, emotion_vector: np.ndarray, neutral: np.ndarray,
+                          batch_size: int = DEFAULT_BATCH, progress: bool = False) -> np.ndarray:
+        if not isinstance(audio_features, np.ndarray):  # streamed features: not cached
+            return super().predict_landmarks(audio_features, emotion_vector, neutral, batch_size, progress)
+        key = (array_key(audio_features), array_key(np.asarray(emotion_vector, np.float32)),
+               array_key(np.asarray(neutral, np.float32)), int(batch_size))
+        if key in self._landmarks:
+            self.counts["landmarks hit"] += 1
+        else:
+            self.counts["landmarks miss"] += 1
+            self._landmarks[key] = super().predict_landmarks(audio_features, emotion_vector, neutral, batch_size,
+                                                             progress)
+        return self._landmarks[key].copy()  # callers own what they get
 
     def prepare_renderer(self, photo: Photo, renderer: str, controls: Controls, finetune_steps: int = 5,
                          background: bool = True, progress: bool = False) -> PreparedRenderer:

