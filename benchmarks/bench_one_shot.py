@@ -10,7 +10,9 @@ Methods:
 - ``old``: the previous implementation, kept here verbatim as :func:`old_one_shot` (whole G_T forward and
   backward each step in fp32, model and photo channels-last, ``torch.optim.Adam``, VGG(target) recomputed
   every step, a host sync per step).
-- ``full_fp32``: :func:`emotalk.inference.one_shot.one_shot_finetune` (exact gradients) in fp32.
+- ``full_fp32``: :func:`emotalk.inference.one_shot.one_shot_finetune` (exact gradients) in fp32: the steps run
+  on :class:`emotalk.inference.one_shot_step.ExactStep` working copies (BatchNorm folded, gather warp,
+  channels-last upsampling backward and AdaIN, per-photo constants cached; see that module).
 - ``full``: the same in the default precision (``auto``: a bf16 working copy where the device runs bf16
   natively) - what ``emotalk generate`` / ``finetune`` run.
 - ``frozen_motion``: the opt-in approximation (motion network's answer held fixed), default precision.
