@@ -5,6 +5,7 @@ seconds.
 
     python benchmarks/bench_texture.py [--device auto|cpu|cuda] [--batches 1,2,4,8] [--iters N]
                                        [--precision fp32,bf16] [--no-one-shot] [--json out.json]
+                                       [--clock wall|cpu] [--breakdown] [--no-eager]
 
 - FLOPs per frame: ``torch.utils.flop_counter.FlopCounterMode`` over one forward with E_T's identity
   features cached (as the renderer runs it); convolutions and matmuls only.
@@ -12,16 +13,21 @@ seconds.
   the FLOPs is run as the GEMM it is (M = B·H·W output pixels, K = C_in·k², N = C_out) through a 1×1
   convolution (oneDNN on CPU, cuDNN on CUDA; with its weight reordered per call and once, the better
   counts); the peak is the best of those rates (measured before and after the model, best of both: robust
-  to a machine others are using). ``peak_fraction`` =
-  FLOPs/frame × frames/s / peak. The FLOPs are the training module's; the fast path skips f_t's share of
-  two motion convolutions (per-identity, ~7 % at 256²) and Winograd can need fewer, so > 1 is possible.
+  to a machine others are using). Two fractions, both over that peak:
+  ``peak_fraction_*`` ("model FLOP/s over peak") = the training module's FLOPs/frame × frames/s / peak;
+  ``executed_peak_fraction_*`` ("executed FLOP/s over peak") = the FLOPs the fast path's convolutions
+  actually run per frame (counted on every :class:`PackedConv` call: 2·M·K·N) × frames/s / peak. They
+  differ because the fast path skips f_t's share of two motion convolutions (per identity, ~7 % at 256²)
+  and :class:`UpConv` adds its border lines (~0.5 %); the executed one is the honest utilisation.
 - ``--breakdown``: the fast path's per-operator share of one forward's time (torch.profiler).
 - Default batch: :class:`~emotalk.inference.fast_texture.BatchTuner` over ``--batches`` on real
   forwards (what ``emotalk generate`` does on its first frames), frames/s reported for every batch.
 - On CUDA the fp32 figures are given with TF32 off (strict fp32) and on (what ``generate`` gets), labelled.
 - One-shot: ``one_shot_finetune`` with 5 steps, L1 only and with a VGG16-sized perceptual term.
 Weights are random: speed does not depend on them. On a shared machine compare the same-run ratios
-(peak fraction, x-times eager), not absolute frames/s.
+(peak fraction, x-times eager), not absolute frames/s, and prefer ``OMP_NUM_THREADS=1 ... --clock cpu``:
+wall-clock peak and model timings taken minutes apart under a changing load are not comparable (a load of
+11 on 2 cores measured the fp32 peak at 51 GFLOP/s one minute and 111 the next).
 """
 from __future__ import annotations
 
@@ -49,6 +55,10 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+#: the clock ``timed`` reads: wall time, or with ``--clock cpu`` (one thread only) this thread's CPU time
+CLOCK = time.perf_counter
+
+
 def timed(fn, dev, iters: int, warmup: int = 1) -> float:
     """Seconds per call (best of ``iters``: the least disturbed run on a shared machine)."""
     for _ in range(warmup):
@@ -56,10 +66,10 @@ def timed(fn, dev, iters: int, warmup: int = 1) -> float:
     sync(dev)
     best = float("inf")
     for _ in range(iters):
-        t = time.perf_counter()
+        t = CLOCK()
         fn()
         sync(dev)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, CLOCK() - t)
     return best
 
 
@@ -129,6 +139,27 @@ def flops_per_frame(G, inputs) -> int:
     return fc.get_total_flops() // inputs[2].shape[0]
 
 
+def executed_flops_per_frame(fast: FastTextureGenerator, args: tuple) -> int:
+    """FLOPs of the convolutions the fast path runs in one forward (every PackedConv call, 2·M·K·N), per
+    frame; the rest (emotion encoder's 1-D convolution, warps, norms) is not GEMM work and not counted."""
+    total = 0
+    forward = PackedConv.forward
+
+    def counting(self, x, *a, **kw):
+        nonlocal total
+        y = forward(self, x, *a, **kw)
+        k = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]  # C_in / groups · kh · kw
+        total += 2 * y.shape[0] * y.shape[2] * y.shape[3] * k * y.shape[1]
+        return y
+
+    PackedConv.forward = counting
+    try:
+        fast(*args)
+    finally:
+        PackedConv.forward = forward
+    return total // args[2].shape[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
@@ -140,7 +171,16 @@ def main() -> None:
     ap.add_argument("--no-one-shot", action="store_true")
     ap.add_argument("--breakdown", action="store_true", help="print the fast path's per-operator time shares")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: time this thread's CPU seconds (with OMP_NUM_THREADS=1 on a machine others share: "
+                         "time slices lost to other processes are not counted, for the peak or the model)")
     args = ap.parse_args()
+    global CLOCK
+    if args.clock == "cpu":
+        if torch.get_num_threads() != 1:
+            ap.error("--clock cpu needs one thread (OMP_NUM_THREADS=1): other threads' CPU time is not this thread's")
+        CLOCK = time.thread_time
+    res_clock = args.clock
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     cuda = dev.type == "cuda"
     batches = [int(b) for b in args.batches.split(",") if b] or ([8, 16, 32, 64] if cuda else [1, 2, 4, 8])
@@ -157,7 +197,8 @@ def main() -> None:
     res: dict = {"device": torch.cuda.get_device_name(dev) if cuda else f"CPU {platform.processor() or platform.machine()}"
                  f" ({torch.get_num_threads()} threads, {os.cpu_count()} cores)",
                  "torch": torch.__version__, "image_size": S, "generator_parameters": count_parameters(G),
-                 "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+                 "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                 "clock": "thread CPU time" if res_clock == "cpu" else "wall"}
     with torch.no_grad():
         feats = G.encode_identity(img)
     driven = {b: lm + torch.randn(b, 68, 2, device=dev) for b in batches}
@@ -191,7 +232,10 @@ def main() -> None:
         res[f"default_batch_{label}"] = chosen
         for name, b in (("batch1", batches[0]), ("default_batch", chosen)):
             res[f"fps_{label}_{name}"] = fps[b]
-            res[f"peak_fraction_{label}_{name}"] = fpf * fps[b] / peak
+            res[f"peak_fraction_{label}_{name}"] = fpf * fps[b] / peak  # model FLOP/s over peak
+            efpf = executed_flops_per_frame(fast, (ident, lm, driven[b], emo))
+            res[f"executed_gflops_per_frame_{label}_{name}"] = efpf / 1e9
+            res[f"executed_peak_fraction_{label}_{name}"] = efpf * fps[b] / peak  # executed FLOP/s over peak
         res[f"fps_never_lower_at_default_batch_{label}"] = fps[chosen] >= fps[batches[0]]
         if args.breakdown:
             for name, b in (("batch1", batches[0]), ("default_batch", chosen)):

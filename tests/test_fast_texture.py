@@ -1,6 +1,8 @@
 """The inference-only G_T (emotalk.inference.fast_texture) computes what the training module computes in eval
-mode, for random weights with non-trivial BatchNorm statistics, in every model variant; the batch tuner
-picks the fastest measured batch and caches it."""
+mode, for random weights with non-trivial BatchNorm statistics, in every model variant, at batch 1 and 3
+(its rewrites - folded BatchNorm, cached f_t terms, gather warps, UpConv's sub-pixel up-convolution,
+RowTapConv's last layer - each covered; the layers alone: tests/test_fast_ops.py); the batch tuner picks
+the fastest measured batch and caches it."""
 from __future__ import annotations
 
 import json
@@ -67,6 +69,9 @@ def test_fp32_fast_path_equals_the_training_module_in_eval_mode(variant):
         assert out[k].shape == ref[k].shape and out[k].dtype == torch.float32
         torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=2e-5, msg=f"{variant}: {k}")
     assert ref["image"].std() > 0.01 and ref["flow"].abs().mean() > 1e-3  # not a trivially constant output
+    # batch 1 (another packed weight per layer, UpConv's and RowTapConv's shapes) = the same frame in the batch
+    single = fast(fast.encode_identity(img), lm, driven[1:2], emo[1:2])["image"]
+    torch.testing.assert_close(single, ref["image"][1:2], rtol=1e-4, atol=2e-5)
     # one emotion row broadcast over the batch = the same row repeated
     one = fast(fast.encode_identity(img), lm, driven, emo[:1])["image"]
     rep = fast(fast.encode_identity(img), lm, driven, emo[:1].expand(3, -1))["image"]

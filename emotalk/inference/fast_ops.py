@@ -12,6 +12,12 @@ pattern measured in a profile of the 256² paper model (issue 16 §1).
   ``grid_sample(..., padding_mode="border", align_corners=False) * occlusion`` exactly (same taps, same
   weights), an order of magnitude faster than CPU ``grid_sample`` on NCHW (which also needs fp32 NCHW
   inputs and a layout conversion of its output), and its output is already channels_last.
+- :class:`UpConv`: ``relu(conv3x3([bilinear_x2(x), skip]) + add)`` (G_T's four up blocks) without the
+  upsampled tensor or the concatenation (the bf16 profile at 256²: upsampling 13 %, ``cat`` 10 % of a frame).
+  Sub-pixel rewrite: each of the four output phases of a 3x3 convolution of a x2 bilinear upsample is a
+  3x3 convolution of the low-resolution input (the upsampling weights .25/.75 folded into the kernel), so
+  one convolution with 4·C_out outputs on ``x`` plus a pixel shuffle gives the same numbers with the same
+  FLOPs; the skip's share is its own convolution that adds the shuffled result in its oneDNN post-op.
 - :func:`adain_relu`: instance statistics through the batch-norm kernel (per frame, training-mode
   statistics = instance statistics of one image), which is vectorised for channels_last; ``var_mean`` over
   (H, W) of a channels_last tensor is a strided reduction 20x slower.
@@ -85,6 +91,118 @@ class PackedConv(nn.Module):
         return torch.ops.mkldnn._convolution_pointwise.binary(
             x, add, packed, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0,
             "relu" if relu else None, [], "")
+
+
+#: ``_PHASE[a, d, r + 1]``: weight of ``x[i + r]`` in row ``2i + a + d`` of a x2 bilinear upsample of ``x``
+#: (``align_corners=False``: output row ``2i`` is ``.25 x[i-1] + .75 x[i]``, row ``2i+1`` is ``.75 x[i] + .25
+#: x[i+1]``), for output phase ``a`` and 3x3 tap ``d`` in (-1, 0, 1)
+_PHASE = torch.tensor([[[.75, .25, 0.], [.25, .75, 0.], [0., .75, .25]],
+                       [[.25, .75, 0.], [0., .75, .25], [0., .25, .75]]], dtype=torch.float64)
+
+
+class UpConv(nn.Module):
+    """``relu(conv(cat([interpolate(x, 2x, bilinear), skip])) + add)`` of a 3x3, stride 1, padding 1 ``conv``,
+    without materialising the upsampled input or the concatenation.
+
+    With ``U`` the upsample of ``x`` and ``x_r`` ``x`` padded by replication (the upsample clamps at the
+    border, so ``U`` of ``x_r`` is ``U`` padded by replication), output phase ``(a, b)`` is a 3x3 convolution
+    of ``x_r`` whose kernel is ``_PHASE``-mixed ``conv``'s (one packed convolution, 4·C_out channels, then
+    a pixel shuffle). The zero padding of the original convolution differs from the replicated frame of
+    ``U`` only on the outermost output rows and columns: those get a 1x3 / 3x1 convolution of ``U``'s
+    border lines subtracted (4 · (H + W) output pixels, ~1 % of the FLOPs at 256²). The skip's share
+    (its own channels of the weight) is a second convolution that adds the rest in its post-op.
+    Same FLOPs as the original (plus the border lines); equal to float tolerance (tests/test_fast_ops.py).
+    """
+
+    def __init__(self, conv: nn.Conv2d, up: slice, skip: list[slice]):
+        super().__init__()
+        if conv.kernel_size != (3, 3) or _pair(conv.stride) != (1, 1) or _pair(conv.padding) != (1, 1) \
+                or conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError("UpConv rewrites a 3x3, stride 1, padding 1 convolution")
+        w = conv.weight.detach()
+        wu = w[:, up].double()
+        co, ci = wu.shape[:2]
+        phases = torch.einsum("adr,bes,oide->aboirs", _PHASE.to(wu.device), _PHASE.to(wu.device), wu)
+        bias = conv.bias.detach().repeat(4) if conv.bias is not None else None
+        self.out_channels = co
+        self.phase = PackedConv(phases.reshape(4 * co, ci, 3, 3).to(w.dtype), bias, 1, 0)
+        # the four border lines' kernels (frame rows -1 / 2H: kernel rows 0 / 2; frame columns: kernel columns
+        # 0 / 2, applied to the transposed column) as one grouped convolution over the four lines
+        edges = torch.cat([wu[:, :, 0], wu[:, :, 2], wu[:, :, :, 0], wu[:, :, :, 2]])  # (4·Co, Ci, 3)
+        self.edges = PackedConv(edges[:, :, None].to(w.dtype), None, 1, 0, groups=4)
+        self.skip = PackedConv.of(conv, skip, bias=False)
+
+    def forward(self, x: Tensor, skip: Tensor, relu: bool = False, add: Tensor | None = None) -> Tensor:
+        B, C, h, w = x.shape
+        H, W = 2 * h, 2 * w
+        if tuple(skip.shape[-2:]) != (H, W):
+            raise ValueError(f"UpConv upsamples by 2: input {h}x{w}, skip {tuple(skip.shape[-2:])}")
+        x = x.contiguous(memory_format=torch.channels_last)
+        p = self.phase(F.pad(x, (1, 1, 1, 1), mode="replicate"))  # (B, 4·Co, h, w), channels (a, b, o)
+        co = self.out_channels
+        y = (p.permute(0, 2, 3, 1).reshape(B, h, w, 2, 2, co).permute(0, 1, 3, 2, 4, 5)
+             .reshape(B, H, W, co).permute(0, 3, 1, 2))  # pixel shuffle, channels_last
+        # the rewrite saw U's replicated frame where the convolution's zero padding has zeros: subtract the
+        # frame's share from the outermost rows (frame corners included) and columns (corners excluded)
+        if H != W:
+            raise ValueError(f"UpConv needs square maps, got {h}x{w}")
+        rows = F.interpolate(x[:, :, [0, h - 1]], size=(2, W), mode="bilinear", align_corners=False)
+        cols = F.interpolate(x[:, :, :, [0, w - 1]], size=(H, 2), mode="bilinear", align_corners=False)
+        rows = F.pad(rows, (1, 1, 0, 0), mode="replicate")
+        cols = F.pad(cols.transpose(2, 3), (1, 1))
+        lines = torch.cat([rows[:, :, :1], rows[:, :, 1:], cols[:, :, :1], cols[:, :, 1:]], dim=1)
+        e = self.edges(lines)[:, :, 0]  # (B, 4·Co, W): top, bottom, left, right
+        y[:, :, 0].sub_(e[:, :co])
+        y[:, :, -1].sub_(e[:, co:2 * co])
+        y[:, :, :, 0].sub_(e[:, 2 * co:3 * co])
+        y[:, :, :, -1].sub_(e[:, 3 * co:])
+        if add is not None:
+            y.add_(add.to(y.dtype))
+        return self.skip(skip, relu=relu, add=y)
+
+
+class RowTapConv(nn.Module):
+    """A k x k convolution (stride 1, 'same' zero padding) with few output channels (G_T's last layer: 7x7,
+    c -> 3 or 4 at S x S), as a 1 x k convolution with ``k · C_out`` outputs (one group per kernel row)
+    and k row-shifted fp32 sums. oneDNN's fp32 kernel for ``C_out = 3`` keeps a vector register width of
+    16 outputs mostly empty (at 256²: 57 ms against 24 ms this way); bf16 (AMX) runs the direct form
+    faster, so it is used for fp32 only. Returns fp32, channels_last."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        kh, kw = conv.kernel_size
+        if kh % 2 == 0 or _pair(conv.stride) != (1, 1) or _pair(conv.padding) != (kh // 2, kw // 2) \
+                or conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError("RowTapConv needs an odd, stride 1, 'same' zero-padded convolution")
+        w = conv.weight.detach()
+        self.k, self.out_channels = kh, w.shape[0]
+        self.rows = PackedConv(w.permute(2, 0, 1, 3).reshape(kh * w.shape[0], w.shape[1], 1, kw), None, 1,
+                               (0, kw // 2))
+        self.bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(w.shape[0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, _, H, W = x.shape
+        k, co, p = self.k, self.out_channels, self.k // 2
+        r = self.rows(x).permute(0, 2, 3, 1).reshape(B, H, W, k, co)  # tap row dy's share, at its own row
+        out = self.bias.to(x.device).expand(B, H, W, co).clone()
+        for dy in range(k):  # out[y] += r[y + dy - p, dy] (rows outside the map: zero padding)
+            lo, hi = max(0, p - dy), min(H, H + p - dy)
+            out[:, lo:hi] += r[:, lo + dy - p:hi + dy - p, :, dy].float()
+        return out.permute(0, 3, 1, 2)
+
+
+class UpCatConv(nn.Module):
+    """The plain form of :class:`UpConv` (same call): upsample, concatenate, one packed convolution. Faster
+    than the rewrite where the maps are small (the rewrite's two convolutions have a smaller K each and the
+    phase convolution a 4x smaller M: at 256² bf16, 16²->32² took 26 ms instead of 17)."""
+
+    def __init__(self, conv: nn.Conv2d, up: slice, skip: list[slice]):
+        super().__init__()
+        self.conv = PackedConv.of(conv, [up, *skip])
+
+    def forward(self, x: Tensor, skip: Tensor, relu: bool = False, add: Tensor | None = None) -> Tensor:
+        x = F.interpolate(x, size=tuple(skip.shape[-2:]), mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([x, skip], dim=1), relu=relu, add=add)
 
 
 def _pair(v) -> tuple[int, int]:

@@ -19,6 +19,12 @@ Why each change (measured with ``benchmarks/bench_texture.py`` and a per-layer p
   convolution of a concatenation is the sum of the convolutions of its parts; f_t's part is the same for
   every frame: 7 % of a frame's FLOPs at 256²). AdaIN runs through the batch-norm kernel per frame.
 - **The two S/4 heads (occlusion, flow) as one convolution** (a 2-channel output wastes a GEMM's width).
+- **The full-resolution up block without its upsample and concatenation**
+  (:class:`~emotalk.inference.fast_ops.UpConv`: an exact sub-pixel rewrite, same FLOPs; measured per layer
+  at 256²: 1.1-1.3x on D_T's 128² -> 256² block, slower on the three smaller ones, which keep
+  upsample + cat + one convolution, :class:`~emotalk.inference.fast_ops.UpCatConv`).
+- **The 7x7 output layer (c -> 3/4 channels) as row taps in fp32**
+  (:class:`~emotalk.inference.fast_ops.RowTapConv`: 2.3x on that layer; bf16 keeps the direct form).
 - **bf16 where the hardware has it natively** (``precision="auto"``: CPUs with AMX or AVX512-BF16, CUDA
   GPUs with native bf16): weights stored in bf16 once (no per-call autocast casts); the flow, its
   sampling taps, softmax, AdaIN statistics and the output in fp32 (the warp gathers bf16 features).
@@ -48,7 +54,8 @@ from torch.nn import functional as F
 
 from emotalk.errors import InputError
 from emotalk.inference.checkpoints import user_dir
-from emotalk.inference.fast_ops import PackedConv, adain_relu, bilinear_taps, gather_warp, nhwc_rows
+from emotalk.inference.fast_ops import (PackedConv, RowTapConv, UpCatConv, UpConv, adain_relu, bilinear_taps,
+                                        gather_warp, nhwc_rows)
 from emotalk.models.heatmap import heatmap_difference
 from emotalk.models.texture_blocks import identity_grid, style_statistics
 from emotalk.models.texture_generator import TextureGenerator
@@ -156,20 +163,24 @@ class FastTextureGenerator(nn.Module):
 
     @staticmethod
     def _pack(G: TextureGenerator, heads: nn.Conv2d) -> nn.ModuleDict:
-        """Every convolution as a :class:`PackedConv`; the two motion convolutions that read f_t split into
-        f_t's part (computed per identity) and the rest (per frame)."""
+        """Every convolution as a :class:`PackedConv` (up blocks: :class:`UpConv` / :class:`UpCatConv`, the
+        output layer in fp32: :class:`RowTapConv`, both chosen by per-layer measurement at 256²); the two
+        motion convolutions that read f_t split into f_t's part (computed per identity) and the rest."""
         mot, dec, c4 = G.motion, G.decoder, G.cfg.channels * 4
+        cpu = dec.out.weight.device.type == "cpu"  # the rewrites below were measured on CPUs only
         cin = mot.enc1[0].in_channels  # f_t (4c) + heatmaps
         c8 = mot.up2.conv[0].in_channels - cin  # the upsampled motion features
+        c16, c2, c = mot.up1.conv[0].in_channels - c8, c4 // 2, c4 // 4  # up1 reads [up(16c), m1 (8c)]
         P = {"enc1_ft": PackedConv.of(mot.enc1[0], [slice(0, c4)], bias=False),
              "enc1_fh": PackedConv.of(mot.enc1[0], [slice(c4, cin)]),
              "enc2": PackedConv.of(mot.enc2[0]), "fuse": PackedConv.of(mot.fuse[0]),
-             "mup1": PackedConv.of(mot.up1.conv[0]),
+             "mup1": UpCatConv(mot.up1.conv[0], slice(0, c16), [slice(c16, c16 + c8)]),
              "mup2_ft": PackedConv.of(mot.up2.conv[0], [slice(c8, c8 + c4)], bias=False),
-             "mup2": PackedConv.of(mot.up2.conv[0], [slice(0, c8), slice(c8 + c4, c8 + cin)]),
+             "mup2": UpCatConv(mot.up2.conv[0], slice(0, c8), [slice(c8 + c4, c8 + cin)]),
              "heads": PackedConv.of(heads), "inp": PackedConv.of(dec.inp[0]),
-             "dup1": PackedConv.of(dec.up1.conv[0]), "dup2": PackedConv.of(dec.up2.conv[0]),
-             "out": PackedConv.of(dec.out)}
+             "dup1": UpCatConv(dec.up1.conv[0], slice(0, c4), [slice(c4, c4 + c2)]),
+             "dup2": (UpConv if cpu else UpCatConv)(dec.up2.conv[0], slice(0, c2), [slice(c2, c2 + c)]),
+             "out": RowTapConv(dec.out) if cpu and dec.out.weight.dtype == torch.float32 else PackedConv.of(dec.out)}
         for i, blk in enumerate(dec.blocks):
             P[f"b{i}c1"], P[f"b{i}c2"] = PackedConv.of(blk.conv1), PackedConv.of(blk.conv2)
         return nn.ModuleDict(P)
@@ -192,10 +203,6 @@ class FastTextureGenerator(nn.Module):
         if x.shape[-2] < size[0]:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return F.adaptive_avg_pool2d(x, size)
-
-    @staticmethod
-    def _up(x: Tensor, size) -> Tensor:
-        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
     # --- per photo ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -238,8 +245,8 @@ class FastTextureGenerator(nn.Module):
         f_e = G.emotion_encoder(emotion)
         e = f_e[:, :, None, None].to(self.dtype).expand(B, -1, *f_m.shape[-2:])
         fused = P["fuse"](torch.cat([f_m, e], dim=1), relu=True)
-        d1 = P["mup1"](torch.cat([self._up(fused, m1.shape[-2:]), m1], dim=1), relu=True)
-        d2 = P["mup2"](torch.cat([self._up(d1, f_h.shape[-2:]), f_h], dim=1), relu=True, add=ident.up2_ft)
+        d1 = P["mup1"](fused, m1, relu=True)  # = conv([up(fused), m1])
+        d2 = P["mup2"](d1, f_h, relu=True, add=ident.up2_ft)
         heads = P["heads"](d2).float()
         logits, flow = heads[:, :self.occ_channels], torch.tanh(heads[:, self.occ_channels:])
         occ_maps = torch.softmax(logits, dim=1) if cfg.occlusion == "softmax" else torch.sigmoid(logits)
@@ -269,8 +276,8 @@ class FastTextureGenerator(nn.Module):
         for i in range(len(G.decoder.blocks)):
             r = P[f"b{i}c1"](adain_relu(h, *ident.adain[2 * i]))
             h = P[f"b{i}c2"](adain_relu(r, *ident.adain[2 * i + 1]), add=h)
-        d1 = P["dup1"](torch.cat([self._up(h, skips[1].shape[-2:]), skips[1]], dim=1), relu=True)
-        d2 = P["dup2"](torch.cat([self._up(d1, skips[0].shape[-2:]), skips[0]], dim=1), relu=True)
+        d1 = P["dup1"](h, skips[1], relu=True)
+        d2 = P["dup2"](d1, skips[0], relu=True)
         o = P["out"](d2).float()
         if cfg.image_skip:
             decoded, mask = torch.tanh(o[:, :3]), torch.sigmoid(o[:, 3:4])
