@@ -497,3 +497,44 @@ def test_region_losses_enter_the_training_step():
     cfg.loss.lambda_eyes = -1.0
     with pytest.raises(ConfigError, match="lambda_eyes"):
         cfg.validate()
+
+
+def test_lid_slide_moves_the_lid_as_a_plate_and_changes_nothing_else():
+    """lid_slide_flow: at a blink the rows of the lid band above the driven lid sample the neutral rows one
+    lid travel up (a translation: the lash line keeps its height; the mesh stretches it), the driven lid
+    samples the neutral lid, the brow stays the brow; no motion or an opening eye: the mesh flow as it was."""
+    import numpy as np
+
+    from emotalk.data.face.blinks import apply_blink
+    from emotalk.models.heatmap import LID_BAND, lid_slide_flow
+    from emotalk.models.mesh_flow import mesh_prior_flow
+
+    S = 128
+    neutral = face_landmarks(1, S)
+    closed = torch.as_tensor(apply_blink(neutral.numpy(), np.ones(1)), dtype=torch.float32)
+    mesh = mesh_prior_flow(neutral, closed, S, S)
+    slid = lid_slide_flow(mesh, neutral, closed, S)
+    assert torch.equal(slid[:, 0], mesh[:, 0])  # x untouched
+    x = int(round(float(neutral[0, [37, 38], 0].mean())))  # a column through the lid's middle
+    yu, yu2 = float(neutral[0, [37, 38], 1].mean()), float(closed[0, [37, 38], 1].mean())
+    travel, band = yu2 - yu, LID_BAND * (yu - float(neutral[0, [19, 20], 1].mean()))
+    assert travel > 2 and band > 2
+    src = lambda f, y: y + float(f[0, 1, y, x]) * S / 2  # noqa: E731 - source row of output row y (crop px)
+    rows = [y for y in range(int(np.ceil(yu2 - band)) + 1, int(np.floor(yu2)) + 1)]
+    assert len(rows) >= 2
+    for y in rows:
+        assert src(slid, y) == pytest.approx(y - travel, abs=0.35)  # rigid: the lid slides by its travel
+    # the mesh stretched the same rows: their sources lie closer than 1 px per output row (a thicker lash line)
+    assert src(mesh, rows[-1]) - src(mesh, rows[0]) < 0.85 * (rows[-1] - rows[0])
+    brow = int(round(float(closed[0, [19, 20], 1].mean())))
+    assert src(slid, brow) == pytest.approx(src(mesh, brow), abs=0.6)  # continuous at the brow
+    assert lid_slide_flow(mesh_prior_flow(neutral, neutral, S, S), neutral, neutral, S).abs().max() < 1e-6
+    wide = neutral.clone()
+    wide[0, [37, 38, 43, 44], 1] -= 2  # eyes opening wider: the lid moves up, the mesh's stretch is kept
+    m2 = mesh_prior_flow(neutral, wide, S, S)
+    assert torch.equal(lid_slide_flow(m2, neutral, wide, S), m2)
+    G = TextureGenerator(small_cfg(image_size=32, prior_flow=True, prior_flow_kind="mesh", flow_stride=1,
+                                   lid_slide=True))
+    n32, c32 = face_landmarks(1, 32), torch.as_tensor(apply_blink(face_landmarks(1, 32).numpy(), np.ones(1)),
+                                                      dtype=torch.float32)
+    assert torch.allclose(G.prior_flow(n32, c32), lid_slide_flow(mesh_prior_flow(n32, c32, 32, 32), n32, c32, 32))

@@ -19,7 +19,8 @@ Conventions (used everywhere in G_T):
   (the sign FOMM uses for its keypoint heatmaps: driving minus source).
 
 :func:`landmark_prior_flow` (not in the paper; G_T's ``model.prior_flow``) turns the same sparse landmark
-motion into a dense backward flow on the heatmap grid, see its docstring.
+motion into a dense backward flow on the heatmap grid, see its docstring; :func:`lid_slide_flow` (G_T's
+``model.lid_slide``) corrects the mesh prior's upper lids.
 """
 from __future__ import annotations
 
@@ -92,3 +93,82 @@ def landmark_prior_flow(neutral_px: Tensor, driven_px: Tensor, image_size: int, 
     w = landmark_heatmaps(driven, image_size, size, s_hm, background=False)  # (B, L, size, size)
     disp = (neutral - driven) * (2.0 / image_size)  # (B, L, 2): crop pixels -> normalised units
     return torch.einsum("blhw,blc->bchw", w, disp) / (w.sum(dim=1, keepdim=True) + background)
+
+
+#: upper lids from the outer to the inner corner and the brow above each eye (dlib 68-point indices, image
+#: left eye first); the lid's rigid band is LID_BAND x the neutral brow-to-lid distance
+UPPER_LID_CHAINS = ((36, 37, 38, 39), (42, 43, 44, 45))
+LOWER_LID_CHAINS = ((36, 41, 40, 39), (42, 47, 46, 45))
+BROW_CHAINS = ((17, 18, 19, 20, 21), (22, 23, 24, 25, 26))
+LID_BAND = 0.4
+#: the slide is complete once the lid has travelled this share of the eye's neutral opening (a blink: 0.8)
+SLIDE_FULL = 0.5
+
+
+def _chain_y(points: Tensor, chain: tuple[int, ...], xs: Tensor) -> Tensor:
+    """``(B, F)``: the y of the polyline through ``points[:, chain]`` at the columns ``xs`` ``(F,)``, linear
+    between its points, its ends held beyond them."""
+    p = points[:, list(chain)]  # (B, K, 2)
+    order = p[..., 0].argsort(dim=1)
+    px = p[..., 0].gather(1, order).contiguous()
+    py = p[..., 1].gather(1, order)
+    x = xs.expand(p.shape[0], -1).contiguous()
+    i = torch.searchsorted(px, x).clamp(1, p.shape[1] - 1)
+    x0, x1 = px.gather(1, i - 1), px.gather(1, i)
+    y0, y1 = py.gather(1, i - 1), py.gather(1, i)
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-6)).clamp(0.0, 1.0)
+    return y0 + t * (y1 - y0)
+
+
+def lid_slide_flow(flow: Tensor, neutral_px: Tensor, driven_px: Tensor, image_size: int) -> Tensor:
+    """The backward ``flow`` ``(B, 2, F, F)`` with the upper lids sliding instead of stretching (not in the
+    paper; G_T's mesh prior, ``model.lid_slide``).
+
+    Why: a piecewise-affine warp moves a closing upper lid by stretching the triangles between brow and lid,
+    so the lash line at the lid's edge stretches with them; at a blink's middle frame it and the lower lid's
+    lashes make a dark band several times the lash line's height (seen in the demo: Blink-px 0.41 where real
+    blinks read 0.15-0.31). A real lid is a rigid plate that slides down over the eye while the skin under the
+    brow stretches. So, per column between the eye's corners, over a band of ``LID_BAND`` x the neutral
+    brow-to-lid distance above the driven lid, the source is the driven row minus the lid's travel (a
+    translation: the lash line keeps its height and the lid skin covers the eye); from the band's top to the
+    brow the rows stretch linearly onto what is left. Only where the lid moves down (closing, squinting); the
+    y-component changes, the mesh's x-component is kept; the map is continuous at the brow and the lid, blends
+    in with the lid's travel (complete at ``SLIDE_FULL`` of the eye's opening) and equals the mesh flow where
+    the lid does not move down. ``neutral_px``/``driven_px``: ``(B, 68, 2)`` crop
+    pixels of the ``image_size`` crop; ``flow`` in grid_sample's normalised units on any ``F x F`` grid."""
+    B, _, Fh, Fw = flow.shape
+    neutral = neutral_px.float().expand(B, -1, -1)
+    driven = driven_px.float()
+    sx, sy = Fw / float(image_size), Fh / float(image_size)  # crop pixels -> grid cells
+    out_y = flow[:, 1].float().clone()
+    for lid, lower, brow in zip(UPPER_LID_CHAINS, LOWER_LID_CHAINS, BROW_CHAINS):
+        # only the grid cells between the eye's corners and from the driven brow to the driven lid change:
+        # work on that window (a few percent of the grid)
+        c0 = max(0, int(float(driven[:, lid[0], 0].min()) * sx))
+        c1 = min(Fw, int(float(driven[:, lid[-1], 0].max()) * sx) + 2)
+        r0 = max(0, int(float(driven[:, list(brow), 1].min()) * sy) - 1)
+        r1 = min(Fh, int(float(driven[:, list(lid), 1].max()) * sy) + 2)
+        if c1 <= c0 or r1 <= r0:
+            continue
+        xs = (torch.arange(c0, c1, device=flow.device, dtype=torch.float32) + 0.5) / sx - 0.5  # crop pixels
+        ys = ((torch.arange(r0, r1, device=flow.device, dtype=torch.float32) + 0.5) / sy - 0.5).view(1, -1, 1)
+        fy = out_y[:, r0:r1, c0:c1]
+        yu, yu2 = _chain_y(neutral, lid, xs), _chain_y(driven, lid, xs)  # (B, W) neutral / driven lid
+        gap = (_chain_y(neutral, lower, xs) - yu).clamp_min(0.5)
+        yb, yb2 = _chain_y(neutral, brow, xs), _chain_y(driven, brow, xs)
+        travel = (yu2 - yu).clamp_min(0.0)
+        band = LID_BAND * (yu - yb).clamp_min(1.0)
+        top = (yu2 - band).clamp_min(yb2 + 1.0)  # the band's top (output rows), below the driven brow
+        inside = (xs > driven[:, lid[0], :1]) & (xs < driven[:, lid[-1], :1])  # (B, W) between the corners
+        # source rows: rigid slide in [top, yu2]; linear from (yb2 -> yb) to (top -> top - travel) above it
+        src_band = ys - travel[:, None, :]
+        frac = ((ys - yb2[:, None, :]) / (top - yb2).clamp_min(1e-3)[:, None, :]).clamp(0.0, 1.0)
+        src_upper = yb[:, None, :] + frac * ((top - travel) - yb)[:, None, :]
+        src = torch.where(ys >= top[:, None, :], src_band, src_upper)
+        rows = (ys >= yb2[:, None, :]) & (ys <= yu2[:, None, :]) & inside[:, None, :] & (travel[:, None, :] > 0)
+        # how much of the slide: all of it once the lid has travelled half the eye's opening, in proportion
+        # below that (a lid that barely moves, e.g. under raised brows, keeps the mesh's smooth stretch)
+        share = (travel / (SLIDE_FULL * gap)).clamp(0.0, 1.0)[:, None, :]
+        slide = fy + share * ((src - ys) * (2.0 / image_size) - fy)
+        out_y[:, r0:r1, c0:c1] = torch.where(rows, slide, fy)
+    return torch.stack([flow[:, 0].float(), out_y], dim=1).to(flow.dtype)

@@ -66,7 +66,8 @@ No parameters are added (checkpoints keep their keys); ``prior_flow`` and ``flow
 triangulation of the landmarks (:mod:`emotalk.models.mesh_flow`, the warp baseline's geometry). Why: in
 a blink the upper lid travels the whole eye opening while the lower lid, a few pixels below, stays; any
 smooth average of the two displacements samples the open eye, and the rendered eye never closes (seen in
-the demo). The mesh keeps the lids apart: the eye's triangles collapse and the lid skin covers the eye.
+the demo). The mesh keeps the lids apart: the eye's triangles collapse and the lid skin covers the eye;
+``lid_slide`` then moves the upper lid as a plate (:func:`emotalk.models.heatmap.lid_slide_flow`).
 ``flow_stride`` puts the prior (and so the final flow) on a finer grid than the motion network's S/4
 (2: S/2, 1: full resolution): at 128² the lid's ~4 px travel is 1 px on the S/4 grid. The learned
 residual stays at S/4 and is bilinearly upsampled before it is added; ``flow`` is then ``(B, 2, S /
@@ -92,7 +93,7 @@ from torch.nn import functional as F
 
 from emotalk.errors import ConfigError
 from emotalk.models.emotion_encoder import EmotionEncoder
-from emotalk.models.heatmap import NUM_HEATMAP_CHANNELS, heatmap_difference, landmark_prior_flow
+from emotalk.models.heatmap import NUM_HEATMAP_CHANNELS, heatmap_difference, landmark_prior_flow, lid_slide_flow
 from emotalk.models.mesh_flow import mesh_prior_flow
 from emotalk.models.texture_blocks import (AdaIN, AdaINResBlock, ConvBlock, FrameDiscriminator,  # noqa: F401
                                            UpBlock, identity_grid, style_statistics, warp)
@@ -121,6 +122,7 @@ class TextureModelConfig:
     prior_flow_sigma: float = 0.1  # gaussian prior's σ, in outer-eye-corner distances of the neutral face
     prior_flow_background: float = 0.01  # gaussian prior: weight of the zero-displacement background (> 0)
     flow_stride: int = 4  # the flow's grid is S / flow_stride (4: the paper's S/4; 1 or 2 with prior_flow)
+    lid_slide: bool = False  # mesh prior: upper lids slide rigidly instead of stretching (heatmap.lid_slide_flow)
     # frame discriminator D (PatchGAN)
     disc_channels: int = 64
     disc_layers: int = 3
@@ -315,7 +317,10 @@ class TextureGenerator(nn.Module):
         """The landmark prior flow ``(B, 2, F, F)`` on the flow grid (``F = cfg.flow_size``), no gradient."""
         cfg = self.cfg
         if cfg.prior_flow_kind == "mesh":
-            return mesh_prior_flow(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.flow_size)
+            flow = mesh_prior_flow(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.flow_size)
+            if cfg.lid_slide:
+                flow = lid_slide_flow(flow, neutral_landmarks, driven_landmarks, cfg.image_size)
+            return flow
         return landmark_prior_flow(neutral_landmarks, driven_landmarks, cfg.image_size, cfg.flow_size,
                                    cfg.prior_flow_sigma, cfg.prior_flow_background)
 
