@@ -1,4 +1,6 @@
-"""Known answers for G_L's expression-amplitude validation numbers (emotalk.train.landmark_validation)."""
+"""Known answers for G_L's expression-amplitude validation numbers (emotalk.train.landmark_validation,
+emotalk.train.landmark_faces)."""
+import dataclasses
 import math
 
 import numpy as np
@@ -8,6 +10,7 @@ import torch
 from emotalk.data.face.blinks import apply_blink, blink_track
 from emotalk.models.face_graph import BROWS, EYES, MOUTH, canonical_template
 from emotalk.models.losses.blink_mask import blink_frames, eye_aperture, open_eye_mask
+from emotalk.train.landmark_faces import face_report, face_summary
 from emotalk.train.landmark_validation import (ClipAmplitude, amplitude_report, clip_amplitude,
                                                decode_control, expression_summary, level_amplitudes,
                                                predict_clip_amplitudes, real_clip_amplitudes,
@@ -270,6 +273,47 @@ def test_predict_clip_amplitudes_groups_clips_and_strides(stride):
         float(region_displacement(target[kept], neutral[kept], BROWS).mean()), rel=1e-6)
 
 
+def test_predict_clips_names_each_clips_subject():
+    rows = []
+    for cid, frames in enumerate([6, 5, 4]):
+        neutral, real = _clip(cid, frames=frames)
+        vec = torch.zeros(6)
+        vec[1], vec[5] = 1, 1
+        rows.append((real, vec.expand(frames, 6), neutral.expand(frames, 68, 2),
+                     np.stack([np.full(frames, cid), np.arange(frames)], 1)))
+    target, emotion, neutral = (torch.cat([r[i] for r in rows]) for i in range(3))
+    index = np.concatenate([r[3] for r in rows])
+    clips = predict_clip_amplitudes(_HalfGenerator(), target, emotion, neutral, target, index, EMOTIONS, 3,
+                                    subjects=["A", "B", "A"])
+    assert [c.subject for c in clips] == ["A", "B", "A"]
+    assert [c.subject for c in predict_clip_amplitudes(_HalfGenerator(), target, emotion, neutral, target,
+                                                       index, EMOTIONS, 3)] == ["", "", ""]
+
+
+def test_face_report_known_answers():
+    """Two held-out faces: A carries its eyes at 0.9 of the real amplitude, B at 0.5; the training faces'
+    eyes move 0.006 in happy, A's 0.006 (reach 1.0), B's 0.012 (reach 0.5)."""
+    def amp(subject, pred, real):
+        return ClipAmplitude("happy", 3, {"brows": 0.02, "eyes": pred, "mouth": 0.05},
+                             {"brows": 0.02, "eyes": real, "mouth": 0.05}, subject=subject)
+
+    clips = [amp("A", 0.0054, 0.006), amp("A", 0.0054, 0.006), amp("B", 0.004, 0.010), amp("B", 0.008, 0.014),
+             amp("", 1.0, 0.001)]  # a clip without a subject is left out
+    rep = face_report(clips, reference={"happy": {"eyes": 0.006, "brows": 0.02}})
+    assert rep["expr_face/A/happy/eyes"] == pytest.approx(0.9)
+    assert rep["expr_face/B/happy/eyes"] == pytest.approx(0.5)  # ratio of means: 0.006 / 0.012
+    assert rep["expr_face_real/B/happy/eyes"] == pytest.approx(0.012)
+    assert rep["expr_face_reach/A/happy/eyes"] == pytest.approx(1.0)
+    assert rep["expr_face_reach/B/happy/eyes"] == pytest.approx(0.5)
+    assert rep["expr_face/B/happy/mouth"] == pytest.approx(1.0) and "expr_face_reach/B/happy/mouth" not in rep
+    assert not any("/happy/expression" in k for k in rep) and not any(k.startswith("expr_face//") for k in rep)
+    assert face_report(clips[-1:]) == {}
+    text = face_summary(rep)
+    assert "A: none" in text and "B: happy eyes 0.50 (reach 0.50)" in text
+    assert face_summary(rep, min_real=0.05).count("none") == 2  # B's eyes move too little to count then
+    assert face_summary(amplitude_report(clips)) == ""
+
+
 # --- the opt-in vertex-loss variants (emotalk.models.losses.weighted_vertex_loss) ---
 from emotalk.models.losses.vertex_loss import vertex_loss  # noqa: E402
 from emotalk.models.losses.weighted_vertex_loss import region_point_weights, weighted_vertex_loss  # noqa: E402
@@ -356,6 +400,11 @@ def test_training_logs_the_expression_numbers_over_every_held_out_clip(tmp_path)
     assert meta["expression_validation"]["expr_ratio/mouth"] == pytest.approx(direct["expr_ratio/mouth"])
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "expression amplitude ratios at step 6" in log and "Emo-Acc-LM" in log
+    # the per-face breakdown (train/landmark_faces.py) names the held-out subject
+    faces = face_report([dataclasses.replace(c, subject="T002") for c in clips])
+    assert faces and last["expr_face/T002/happy/eyes"] == pytest.approx(faces["expr_face/T002/happy/eyes"],
+                                                                      rel=1e-4, nan_ok=True)
+    assert "held-out faces" in log and "T002:" in log
 
 
 def test_amplitude_loss_known_values_and_finite_gradient_at_rest():

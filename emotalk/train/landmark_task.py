@@ -19,6 +19,7 @@ from emotalk.models.losses.blink_mask import open_eye_mask
 from emotalk.models.losses.lsgan import lsgan_d_loss, lsgan_g_loss
 from emotalk.models.losses.vertex_loss import vertex_loss
 from emotalk.models.losses.weighted_vertex_loss import NORMS, region_point_weights, weighted_vertex_loss
+from emotalk.train.landmark_faces import face_report, face_summary
 from emotalk.train.landmark_validation import (LandmarkValidationConfig, amplitude_report, clip_amplitude,
                                                expression_summary, landmark_emotion_accuracy, predict_clips,
                                                real_clip_amplitudes, reference_amplitudes)
@@ -146,8 +147,9 @@ class LandmarkTask(Task):
             lo = self.cfg.loss
             if lo.mask_blinks or (lo.lambda_amplitude > 0 and lo.amplitude_target == "clip"):
                 train = EyeAwareFrames(train)
-            val = LandmarkFrameDataset(load_clips(d.root, val_s), m.emotions, m.intensity_levels,
-                                       d.graph_input) if val_s else None
+            val_clips = load_clips(d.root, val_s) if val_s else []
+            val = LandmarkFrameDataset(val_clips, m.emotions, m.intensity_levels, d.graph_input) if val_s else None
+            self._val_clip_subjects = [c.subject for c in val_clips]  # by clip id: the per-face breakdown
             self._datasets = (train, val)
             self.subjects = {"train": train_s, "val": val_s}
         return self._datasets
@@ -266,16 +268,21 @@ class LandmarkTask(Task):
         if self._expression_numbers[0] != ctx.step_index:
             m = self.cfg.model
             clips = predict_clips(ctx.raw["generator"], val.audio, val.emotion, val.neutral, val.target,
-                                  val.index, m.emotions, m.intensity_levels, v.expression_frame_stride)
-            numbers = amplitude_report((clip_amplitude(c.emotion, c.level, c.predicted, c.real, c.neutral,
-                                                       open_eyes=c.open_eyes) for c in clips),
-                                       reference=self._reference_amplitudes())
+                                  val.index, m.emotions, m.intensity_levels, v.expression_frame_stride,
+                                  subjects=self._val_clip_subjects)
+            amps = [clip_amplitude(c.emotion, c.level, c.predicted, c.real, c.neutral, open_eyes=c.open_eyes,
+                                   subject=c.subject) for c in clips]
+            numbers = amplitude_report(amps, reference=self._reference_amplitudes())
+            numbers.update(face_report(amps, self._reference_amplitudes()))
             clf = self._landmark_classifier()
             if clf is not None:
                 numbers.update(landmark_emotion_accuracy(clf.module, clf.meta.emotions, clips))
             self._expression_numbers = (ctx.step_index, numbers)
             if self._log is not None:
                 self._log(expression_summary(step, numbers))
+                faces = face_summary(numbers)
+                if faces:
+                    self._log(faces)
         return self._expression_numbers[1]
 
     def _reference_amplitudes(self):

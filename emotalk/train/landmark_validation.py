@@ -39,7 +39,7 @@ same rendered expression differs per subject (the generator moves every subject'
 A held-out subject whose detected response is larger than the training subjects' is out of reach of any
 predictor trained on them: ``expr_reach/<emotion>/<region>`` (when the training clips are given) is the
 training subjects' mean real amplitude over the held-out one — a cell whose ratio falls short but whose
-reach is short too is limited by the data, not by G_L.
+reach is short too is limited by the data, not by G_L (per held-out face: :mod:`.landmark_faces`).
 
 The regions are brows (17–26), eyes (36–47), mouth (48–67); "expression" pools their 42 points. An
 amplitude says nothing about direction (Emo-Acc-LM checks that the emotion is the right one).
@@ -113,6 +113,7 @@ class ClipAmplitude:
     real: dict[str, float]
     predicted_frames: dict[str, float] = field(default_factory=dict)
     real_frames: dict[str, float] = field(default_factory=dict)
+    subject: str = ""  # whose face (the per-face breakdown of landmark_faces.py); "" = not known
 
 
 def point_amplitudes(points: Tensor, neutral: Tensor, open_eyes: Tensor | None = None,
@@ -135,7 +136,7 @@ def point_amplitudes(points: Tensor, neutral: Tensor, open_eyes: Tensor | None =
 
 def clip_amplitude(emotion: str, level: int, predicted: Tensor, real: Tensor, neutral: Tensor,
                    regions: Mapping[str, Sequence[int]] = EXPRESSION_REGIONS, open_eyes: Tensor | None = None,
-                   static: Sequence[str] = STATIC_REGIONS) -> ClipAmplitude:
+                   static: Sequence[str] = STATIC_REGIONS, subject: str = "") -> ClipAmplitude:
     """One clip: ``predicted`` and ``real`` ``(T, 68, 2)`` landmarks, ``neutral`` ``(68, 2)`` or
     ``(T, 68, 2)``, ``open_eyes`` ``(T,)`` bool (the real clip's non-blink frames; None = every frame) ->
     its per-region amplitudes (module docstring). The regions named in ``static`` are measured on the mean
@@ -152,7 +153,7 @@ def clip_amplitude(emotion: str, level: int, predicted: Tensor, real: Tensor, ne
         out.append(({k: float(amp[list(r)].mean()) for k, r in regions.items()},
                     {k: float(frames[list(r)].mean()) for k, r in regions.items()}))
     (pred, pred_f), (true, true_f) = out
-    return ClipAmplitude(emotion, int(level), pred, true, pred_f, true_f)
+    return ClipAmplitude(emotion, int(level), pred, true, pred_f, true_f, subject)
 
 
 def _ratio(pred: list[float], real: list[float]) -> float:
@@ -272,6 +273,7 @@ class ClipFrames:
     real: Tensor  # (T, 68, 2)
     neutral: Tensor  # (T, 68, 2) the input graph X of each frame
     open_eyes: Tensor | None = None  # (T,) bool: not a blink frame of the real clip (None: not known)
+    subject: str = ""
 
 
 def _clips_of(index: np.ndarray, keep: np.ndarray):
@@ -285,12 +287,14 @@ def _clips_of(index: np.ndarray, keep: np.ndarray):
 @torch.no_grad()
 def predict_clips(generator: torch.nn.Module, audio: Tensor, emotion: Tensor, neutral: Tensor, target: Tensor,
                   index: np.ndarray, emotions: Sequence[str], levels: int, frame_stride: int = 1,
-                  batch_size: int = 1024, open_eyes: Tensor | None = None) -> list[ClipFrames]:
+                  batch_size: int = 1024, open_eyes: Tensor | None = None,
+                  subjects: Sequence[str] | None = None) -> list[ClipFrames]:
     """Run G_L over every ``frame_stride``-th frame of each clip of a frame dataset; one :class:`ClipFrames`
     per clip. ``index`` is the dataset's ``(F, 2)`` ``[clip id, frame in clip]`` table;
     ``audio``/``emotion``/``neutral``/``target`` are its frame tensors; ``open_eyes`` its ``(F,)`` non-blink
     mask (None: found from ``target`` over every frame, before the stride, by
-    :func:`~emotalk.models.losses.blink_mask.open_eye_mask`)."""
+    :func:`~emotalk.models.losses.blink_mask.open_eye_mask`); ``subjects[clip id]`` names each clip's
+    subject when given."""
     if frame_stride < 1:
         raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
     index = np.asarray(index)
@@ -307,17 +311,20 @@ def predict_clips(generator: torch.nn.Module, audio: Tensor, emotion: Tensor, ne
     result = []
     for rows, frames in _clips_of(index, keep):
         emo, level = decode_control(emotion[frames[0]], emotions, levels)
-        result.append(ClipFrames(emo, level, pred[rows], target[frames], neutral[frames], open_eyes[frames]))
+        who = str(subjects[int(index[frames[0], 0])]) if subjects is not None else ""
+        result.append(ClipFrames(emo, level, pred[rows], target[frames], neutral[frames], open_eyes[frames], who))
     return result
 
 
 def predict_clip_amplitudes(generator: torch.nn.Module, audio: Tensor, emotion: Tensor, neutral: Tensor,
                             target: Tensor, index: np.ndarray, emotions: Sequence[str], levels: int,
-                            frame_stride: int = 1, batch_size: int = 1024) -> list[ClipAmplitude]:
+                            frame_stride: int = 1, batch_size: int = 1024,
+                            subjects: Sequence[str] | None = None) -> list[ClipAmplitude]:
     """:func:`predict_clips` reduced to one :class:`ClipAmplitude` per clip."""
-    return [clip_amplitude(c.emotion, c.level, c.predicted, c.real, c.neutral, open_eyes=c.open_eyes)
+    return [clip_amplitude(c.emotion, c.level, c.predicted, c.real, c.neutral, open_eyes=c.open_eyes,
+                           subject=c.subject)
             for c in predict_clips(generator, audio, emotion, neutral, target, index, emotions, levels,
-                                   frame_stride, batch_size)]
+                                   frame_stride, batch_size, subjects=subjects)]
 
 
 def real_clip_amplitudes(emotion: Tensor, neutral: Tensor, target: Tensor, index: np.ndarray,
