@@ -6,6 +6,7 @@ it again, and G_T trains at 64x64 (the fixtures' size), which makes every render
 cheaper. Every other stage runs as a user's demo does: preprocessing with phoneme features, G_L, G_T, the
 emotion classifier, generation, the emotions panel, evaluation and the report.
 """
+import argparse
 import dataclasses
 import json
 import re
@@ -109,6 +110,23 @@ def test_demo_mini_source_is_checked(tmp_path):
     assert demo.mini_dir == tmp_path and dataclasses.asdict(demo.o)["mini_source"] == str(tmp_path)
 
 
+def test_landmarks_option_reaches_the_preprocessing(tmp_path, monkeypatch):
+    """--landmarks sidecar trains on mead-mini's ground-truth landmarks: the option travels from the command
+    line to the preprocessing call; 'detect' (dlib, as for real MEAD) stays the default; others are refused."""
+    import emotalk.demo.run as demo_run
+    seen = []
+    monkeypatch.setattr(demo_run, "preprocess_dataset", lambda *a, options=None, **kw: seen.append(options))
+    demo_run.Demo(DemoOptions(out=str(tmp_path), landmarks="sidecar")).preprocess()
+    demo_run.Demo(DemoOptions(out=str(tmp_path))).preprocess()
+    assert [o.landmark_source for o in seen] == ["sidecar", "detect"]
+    parser = argparse.ArgumentParser()
+    cli_demo.add_arguments(parser)
+    assert parser.parse_args(["--landmarks", "sidecar"]).landmarks == "sidecar"
+    assert parser.parse_args([]).landmarks == "detect"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--landmarks", "oracle"])
+
+
 def test_machine_speed_is_measured_quickly():
     """The demo's machine line: a positive matmul rate, measured in about the budget asked for."""
     from emotalk.demo.machine import measure_matmul_gflops
@@ -190,3 +208,43 @@ def test_shared_pipeline_fine_tunes_each_face_once_and_renders_the_plain_pipelin
     assert not np.array_equal(got["happy"], got["sad"])  # each call still renders its own emotion
     assert shared.counts["neural renderer miss"] == 1 and shared.counts["neural renderer hit"] == 1
     assert shared.counts["photo miss"] == 2  # a file and an array: two inputs, one face crop, one fine-tuning
+    # G_L asked twice for the same windows, emotion and face (the grid of the neural and of the warp row): run
+    # once, equal to the plain pipeline's, and the caller's copy is its own
+    photo = shared.prepare_photo(image, size=64)
+    windows = np.random.default_rng(0).standard_normal((6, shared.window, shared.feature_dim)).astype(np.float32)
+    e = shared.landmark_emotion("happy", 3)
+    first = shared.predict_landmarks(windows, e, photo.aligned)
+    first += 1.0
+    again = shared.predict_landmarks(windows, e, photo.aligned)
+    assert np.array_equal(again, plain.predict_landmarks(windows, e, photo.aligned))
+    assert shared.counts["landmarks miss"] == 1 and shared.counts["landmarks hit"] == 1
+    assert not np.array_equal(shared.predict_landmarks(windows, shared.landmark_emotion("sad", 3), photo.aligned),
+                              again)
+
+
+def test_map_forked_spreads_work_over_processes_on_one_thread_each():
+    """The videos and panels are made by this process and a forked one, each on one torch thread; results come
+    back in the items' order, a child's error is raised here, and the thread count is restored."""
+    import os
+
+    import torch
+
+    from emotalk.demo.forked import map_forked, shares
+    from emotalk.errors import InputError
+
+    assert shares(list("abcde"), 2, cost=lambda c: 4.0 if c == "a" else 1.0) == [[0], [1, 2, 3, 4]]
+    assert shares([1, 2], 4) == [[0], [1]]  # no empty shares
+    before = torch.get_num_threads()
+    out = map_forked(lambda x: (x * 2, os.getpid(), torch.get_num_threads()), range(5), workers=2)
+    assert [r[0] for r in out] == [0, 2, 4, 6, 8]
+    assert len({r[1] for r in out}) == 2 and {r[2] for r in out} == {1}
+    assert torch.get_num_threads() == before
+    assert [r[1] for r in map_forked(lambda x: (x, os.getpid()), range(3), workers=1)] == [os.getpid()] * 3
+
+    def fail(x):
+        if x == 3:
+            raise InputError("item 3 is bad")
+        return x
+
+    with pytest.raises(InputError, match="item 3"):
+        map_forked(fail, range(4), workers=2)

@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-clips", type=int, default=1,
                    help="evaluated clips per held-out subject (default 1: the demo's time budget; more = "
                         "steadier Table 2 numbers, about a minute per extra clip per subject on 2 cores)")
+    p.add_argument("--landmarks", default="detect", choices=["detect", "sidecar"],
+                   help="training landmarks: 'detect' runs dlib on every clip as for real MEAD; 'sidecar' reads "
+                        "mead-mini's ground-truth landmarks (no detector error, faster preprocessing)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars; print only warnings and errors")
 
@@ -45,7 +48,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     opts = DemoOptions(out=args.out, size=args.size, workers=args.workers, finetune_steps=args.finetune_steps,
-                       eval_clips_per_subject=args.eval_clips, progress=not args.quiet, mini_source=args.mini)
+                       eval_clips_per_subject=args.eval_clips, progress=not args.quiet, mini_source=args.mini,
+                       landmarks=args.landmarks)
     if args.landmark_steps is not None:
         opts.landmark_overrides.append(f"train.steps={args.landmark_steps}")
     if args.texture_steps is not None:

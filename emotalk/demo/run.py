@@ -25,7 +25,15 @@ it beside the stage times, so a slow or busy machine explains itself. Each stage
 
 Stages 5-7 share one :class:`~emotalk.demo.shared.SharedPipeline`: each face is prepared, cut out and
 fine-tuned once for all its videos, panel tiles and evaluation renderings (it was nine times for the held-out
-subject), and the speech features of the demo sentence are computed once.
+subject), the speech features of the demo sentence are computed once, and G_L runs once per distinct input.
+
+Both cores work on the model stages (issue 16: the demo in 6 minutes): the models are small, so two torch
+threads in one process mostly wait for each other, while two processes on one thread each do not
+(:mod:`.forked`). The classifier trains on one thread; the videos after the first (which prepares the
+held-out face for everyone) and the two faces of the emotions panel are split over this process and a forked
+one; the evaluation renders each method's emotion grid in a forked process while this one makes and scores
+the clips, and computes the pixel metrics beside the dlib ones (:mod:`emotalk.eval.parallel`, same numbers
+as one process: ``DemoOptions.model_workers`` / ``eval_metric_workers`` = 1 restore the serial path).
 """
 from __future__ import annotations
 
@@ -47,6 +55,7 @@ from emotalk.data.io.media import load_audio, write_wav
 from emotalk.data.io.photos import grace_hopper_path
 from emotalk.data.preprocess.pipeline import PreprocessOptions, preprocess_dataset
 from emotalk.demo.budget import BudgetCheck, check_budget, machine_scale, overrun_sentence, stage_budget
+from emotalk.demo.forked import map_forked, torch_threads
 from emotalk.demo.emotion_panel import PANEL_SENTENCE, EmotionPanel, PanelOptions, render_panel
 from emotalk.demo.machine import MachineSpeed, measure_matmul_gflops
 from emotalk.demo.report import plot_landmarks, plot_training_curves, write_report
@@ -75,6 +84,9 @@ class DemoOptions:
     mini_source: str | None = None
     workers: int = 2
     features: str = "phonemes"
+    #: where the training landmarks come from: "detect" runs dlib (tracked) on every clip as for real MEAD;
+    #: "sidecar" reads mead-mini's ground-truth landmarks (no detector error, ~half the preprocessing time)
+    landmarks: str = "detect"
     landmark_overrides: list[str] = field(default_factory=list)
     texture_overrides: list[str] = field(default_factory=list)
     emotions: tuple[tuple[str, float], ...] = (("neutral", 1), ("happy", 3), ("sad", 3), ("surprised", 3),
@@ -98,7 +110,12 @@ class DemoOptions:
     #: every k-th frame in the embedding metrics (FID-dlib, CSIM-dlib): dlib's face embedding is the costliest
     #: per-frame step of the demo's evaluation; 8 still scores ~11 frames of each 3-second clip
     eval_embedding_stride: int = 8
+    #: processes for the evaluation's clip metrics: the pixel ones (PSNR, SSIM, CPBD, Emo-Acc-FER) in a forked
+    #: second process beside dlib's (single-threaded), same numbers (:mod:`emotalk.eval.parallel`)
+    eval_metric_workers: int = 2
     measure_machine: bool = True  # the one-second matmul measurement printed beside the stage times
+    #: processes for the videos and the emotions panel, one torch thread each (emotalk.demo.forked); 1 = this one
+    model_workers: int = 2
 
 
 class Demo:
@@ -198,7 +215,7 @@ class Demo:
 
     def preprocess(self) -> dict:
         summary = preprocess_dataset("mead-mini", self.mini_dir, self.processed_dir, workers=self.o.workers,
-                                     options=PreprocessOptions(features=self.o.features),
+                                     options=PreprocessOptions(features=self.o.features, landmark_source=self.o.landmarks),
                                      progress=self.o.progress)
         return {"output": str(self.processed_dir), "summary": str(summary)}
 
@@ -226,24 +243,28 @@ class Demo:
         wav = gen_dir / "speech.wav"
         write_wav(wav, speech.audio, speech.sample_rate)
         pipe = self.pipeline()
-        videos, tracks = [], {}
-        jobs = [(f"{e} (level {i:g})", e, i, "neural") for e, i in self.o.emotions]
-        jobs.append((f"blend {self.o.blend}", self.o.blend, 3, "neural"))
-        jobs.append(("warp baseline, happy", "happy", 3, "warp"))
-        for caption, emotion, intensity, renderer in jobs:
-            name = caption.split(" (")[0].replace(" ", "_").replace(":", "").replace(",", "_")
+        jobs = [(f"{e} (level {i:g})", photo, e, i, "neural") for e, i in self.o.emotions]
+        jobs.append((f"blend {self.o.blend}", photo, self.o.blend, 3, "neural"))
+        jobs.append(("warp baseline, happy", photo, "happy", 3, "warp"))
+        # the same sentence on the original full-size public-domain photo (pasted back into it)
+        jobs.append(("full photo (Grace Hopper, seen in training), happy", grace_hopper_path(), "happy", 3, "neural"))
+
+        def make(job) -> tuple[str, str, np.ndarray | None]:
+            caption, image, emotion, intensity, renderer = job
+            name = ("grace_hopper_happy" if image != photo else
+                    caption.split(" (")[0].replace(" ", "_").replace(":", "").replace(",", "_"))
             out = gen_dir / f"{name}.mp4"
             opts = GenerateOptions(emotion=emotion, intensity=intensity, renderer=renderer,
                                    finetune_steps=self.o.finetune_steps, progress=False)
-            res = pipe.generate(photo, wav, opts, out=out)
-            videos.append((caption, str(out)))
-            if getattr(res, "landmarks", None) is not None:
-                tracks[caption] = np.asarray(res.landmarks)
-        # the same sentence on the original full-size public-domain photo (pasted back into it)
-        out = gen_dir / "grace_hopper_happy.mp4"
-        pipe.generate(grace_hopper_path(), wav, GenerateOptions(emotion="happy", intensity=3, progress=False,
-                                                                 finetune_steps=self.o.finetune_steps), out=out)
-        videos.append(("full photo (Grace Hopper, seen in training), happy", str(out)))
+            res = pipe.generate(image, wav, opts, out=out)
+            lm = getattr(res, "landmarks", None)
+            return caption, str(out), (np.asarray(lm) if lm is not None and image == photo else None)
+
+        # the first video in this process on both threads: the held-out face is prepared and fine-tuned and the
+        # speech features computed once, before the fork, for every process; the rest on one thread per process
+        done = [make(jobs[0])] + map_forked(make, jobs[1:], self.o.model_workers, cost=_video_cost)
+        videos = [(caption, path) for caption, path, _ in done]
+        tracks = {caption: lm for caption, _, lm in done if lm is not None}
         np.savez(gen_dir / "landmark_tracks.npz", **{k.replace(" ", "_"): v for k, v in tracks.items()})
         return {"output": str(gen_dir), "videos": videos, "photo": str(photo), "speech": str(wav),
                 "held_out_subject": held_out, "tracks": list(tracks)}
@@ -256,7 +277,7 @@ class Demo:
             "metrics.emotion_classifier=null",
             f"metrics.landmark_emotion_classifier={self.checkpoints / 'landmark_emotion'}",
             f"metrics.landmark_upsample={self.o.eval_landmark_upsample}", f"grid.frames={self.o.grid_frames}",
-            f"metrics.embedding_stride={self.o.eval_embedding_stride}",
+            f"metrics.embedding_stride={self.o.eval_embedding_stride}", f"metric_workers={self.o.eval_metric_workers}",
             f"progress={str(self.o.progress).lower()}"])
         trim_eval_config(cfg, self.o.eval_methods, self.o.grid_methods)
         res = evaluate(cfg, self._eval_pipeline)
@@ -276,8 +297,9 @@ class Demo:
         faces = [(f"Held-out mead-mini subject {held_out} (never seen in training)", held_out, ref.image),
                  ("Full public-domain photo (Grace Hopper, the source of some mead-mini identities), its face "
                   "crop", "grace_hopper", photo.crop)]
-        panels = [render_panel(pipe, title, image, speech.audio, speech.sample_rate, out / name, opts, name)
-                  for title, name, image in faces]
+        # one face per process, each on one torch thread (emotalk.demo.forked)
+        panels = map_forked(lambda f: render_panel(pipe, f[0], f[2], speech.audio, speech.sample_rate, out / f[1],
+                                                   opts, f[1]), faces, self.o.model_workers)
         return {"output": str(out), "sentence": PANEL_SENTENCE, "panels": [p.to_json() for p in panels]}
 
     def report(self, gen: dict, ev: dict, emo: dict | None = None) -> Path:
@@ -318,7 +340,8 @@ class Demo:
         self._stage("preprocess", self.preprocess)
         self._stage("landmark", lambda: self._train("landmark/tiny", "landmark", self.o.landmark_overrides, splits))
         self._stage("texture", lambda: self._train("texture/tiny", "texture", self.o.texture_overrides, splits))
-        self._stage("classifier", lambda: self._train("emotion/landmark-tiny", "landmark_emotion", [], splits))
+        with torch_threads(1):  # a 2-layer MLP: a second thread only waits at the barrier (emotalk.demo.forked)
+            self._stage("classifier", lambda: self._train("emotion/landmark-tiny", "landmark_emotion", [], splits))
         remember_checkpoints(self.checkpoints)  # so 'emotalk generate' finds these models without flags
         gen = self._stage("generate", lambda: self.generate(splits))
         emo = self._stage("emotions", lambda: self.emotion_panels(splits)) if self.o.emotion_panel else None
@@ -340,6 +363,13 @@ class Demo:
             info["shared_pipeline"] = dict(self._pipe.counts)
         atomic_write_json(self.state_dir / "summary.json", info)
         return budget
+
+
+def _video_cost(job) -> float:
+    """Relative cost of one demo video, to balance the processes: the full photo is fine-tuned and pasted at
+    its own size, the warp baseline runs no G_T."""
+    caption, image, _, _, renderer = job
+    return 0.3 if renderer == "warp" else (2.0 if caption.startswith("full photo") else 1.0)
 
 
 def trim_eval_config(cfg: EvalConfig, methods: tuple[str, ...], grid_methods: tuple[str, ...]) -> EvalConfig:
