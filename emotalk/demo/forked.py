@@ -20,22 +20,14 @@ initialised (a forked child cannot use it) or ``workers`` is 1.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import sys
 from typing import Callable, Sequence, TypeVar
 
-import torch
-
-from emotalk.eval.parallel import Forked, torch_threads  # noqa: F401 (torch_threads: the demo's API)
+from emotalk.eval.parallel import Forked, fork_available, torch_threads  # noqa: F401 (torch_threads: the demo's API)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def can_fork() -> bool:
-    return sys.platform != "win32" and "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized()
 
 
 def shares(items: Sequence[T], workers: int, cost: Callable[[T], float] | None = None) -> list[list[int]]:
@@ -58,7 +50,7 @@ def map_forked(fn: Callable[[T], R], items: Sequence[T], workers: int = 2,
     children), each running torch on one thread; results in the items' order. An exception in a child is
     raised here (its own type when it pickles)."""
     items = list(items)
-    parts = shares(items, workers if can_fork() else 1, cost)
+    parts = shares(items, workers if fork_available() else 1, cost)
     results: list = [None] * len(items)
     if len(parts) <= 1:  # one process: as before, on this process's threads
         return [fn(x) for x in items]

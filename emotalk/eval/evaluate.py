@@ -67,7 +67,6 @@ WEIGHTED_METRICS = {"fid": "inception_weights", "csim": "arcface_weights", "lse_
                     "emo_acc_lm": "landmark_emotion_classifier", "emo_acc_fan": "emotion_fan_weights"}
 
 
-
 @dataclass
 class EvalMethod:
     """One row: how to generate the test videos."""

@@ -54,11 +54,15 @@ def split_metrics(names: Sequence[str]) -> tuple[list[str], list[str]]:
     return [n for n in names if n in PIXEL_METRICS], [n for n in names if n not in PIXEL_METRICS]
 
 
+def fork_available() -> bool:
+    """Whether this process may fork a worker: the platform has fork and CUDA is not initialised (a forked
+    child cannot use it)."""
+    return sys.platform != "win32" and "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized()
+
+
 def can_fork(opts: MetricOptions) -> bool:
     """Whether a forked child may compute metrics here (see the module docstring)."""
-    if sys.platform == "win32" or "fork" not in mp.get_all_start_methods():
-        return False
-    if torch.cuda.is_initialized():
+    if not fork_available():
         return False
     try:
         return opts.torch_device().type == "cpu"
