@@ -5,7 +5,7 @@ seconds.
 
     python benchmarks/bench_texture.py [--device auto|cpu|cuda] [--batches 1,2,4,8] [--iters N]
                                        [--precision fp32,bf16] [--no-one-shot] [--json out.json]
-                                       [--clock wall|cpu] [--breakdown] [--no-eager]
+                                       [--clock wall|cpu] [--breakdown] [--no-eager] [--whole-batch]
 
 - FLOPs per frame: ``torch.utils.flop_counter.FlopCounterMode`` over one forward with E_T's identity
   features cached (as the renderer runs it); convolutions and matmuls only.
@@ -18,10 +18,17 @@ seconds.
   ``executed_peak_fraction_*`` ("executed FLOP/s over peak") = the FLOPs the fast path's convolutions
   actually run per frame (counted on every :class:`PackedConv` call: 2·M·K·N) × frames/s / peak. They
   differ because the fast path skips f_t's share of two motion convolutions (per identity, ~7 % at 256²)
-  and :class:`UpConv` adds its border lines (~0.5 %); the executed one is the honest utilisation.
+  and the emotion share of ``fuse`` (per frame constant: :class:`BroadcastConv`, ~0.6 %), and
+  :class:`UpConv` adds its border lines (~0.5 %); the executed one is the honest utilisation.
 - ``--breakdown``: the fast path's per-operator share of one forward's time (torch.profiler).
 - Default batch: :class:`~emotalk.inference.fast_texture.BatchTuner` over ``--batches`` on real
-  forwards (what ``emotalk generate`` does on its first frames), frames/s reported for every batch.
+  forwards (what ``emotalk generate`` does on its first frames), frames/s reported for every batch, timed
+  in interleaved rounds (every batch once per round, best round counts) and as a ratio to batch 1.
+- On CPUs the fast path runs a batch through its motion network and decoder in chunks of frames under a
+  memory budget (``fast_texture.CHUNK_BYTES``; ``frames_per_pass_*`` says how many: at 256² fp32 one
+  frame per decoder pass, so batching there only batches the small motion network and the Python calls).
+  ``--whole-batch`` also times one pass per batch (``fps_*_by_batch_whole_batch_passes``): the curve the
+  chunking fixes (page faults of the big activations at every larger batch).
 - On CUDA the fp32 figures are given with TF32 off (strict fp32) and on (what ``generate`` gets), labelled.
 - One-shot: ``one_shot_finetune`` with 5 steps, L1 only and with a VGG16-sized perceptual term.
 Weights are random: speed does not depend on them. On a shared machine compare the same-run ratios
@@ -71,6 +78,22 @@ def timed(fn, dev, iters: int, warmup: int = 1) -> float:
         sync(dev)
         best = min(best, CLOCK() - t)
     return best
+
+
+def interleaved_fps(fast, ident, lm, driven: dict, emo, dev, rounds: int) -> dict[int, float]:
+    """frames/s per batch size, best of ``rounds`` rounds that each run every batch once (after one warm-up
+    each): the batches see the same machine load, so their ratios are comparable on a shared machine."""
+    best = {b: float("inf") for b in driven}
+    for b in driven:
+        fast(ident, lm, driven[b], emo)
+    for _ in range(rounds):
+        for b in driven:
+            sync(dev)
+            t = CLOCK()
+            fast(ident, lm, driven[b], emo)
+            sync(dev)
+            best[b] = min(best[b], CLOCK() - t)
+    return {b: b / t for b, t in best.items()}
 
 
 def conv_shapes(G: TextureGenerator, inputs) -> list[dict]:
@@ -170,6 +193,8 @@ def main() -> None:
     ap.add_argument("--no-eager", action="store_true", help="skip the training module's (eager) baseline")
     ap.add_argument("--no-one-shot", action="store_true")
     ap.add_argument("--breakdown", action="store_true", help="print the fast path's per-operator time shares")
+    ap.add_argument("--whole-batch", action="store_true",
+                    help="also time the batches without the CPU's chunked passes (one pass per batch)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu: time this thread's CPU seconds (with OMP_NUM_THREADS=1 on a machine others share: "
@@ -219,12 +244,17 @@ def main() -> None:
         fast = FastTextureGenerator(G, precision=prec, device=dev)
         ident = fast.encode_identity(img)
         tuner = BatchTuner(label, tuple(batches))
-        fps = {}
+        fps = interleaved_fps(fast, ident, lm, driven, emo, dev, iters)
         for b in batches:
-            s = timed(lambda: fast(ident, lm, driven[b], emo), dev, iters)
             for _ in range(2):
-                tuner.record(b, s)
-            fps[b] = b / s
+                tuner.record(b, b / fps[b])
+        res[f"frames_per_pass_{label}_motion_decoder"] = f"{fast.motion_chunk or 'all'}/{fast.decoder_chunk or 'all'}"
+        if args.whole_batch and fast.decoder_chunk is not None:  # the same model without its CPU chunking
+            chunks = fast.motion_chunk, fast.decoder_chunk
+            fast.motion_chunk = fast.decoder_chunk = None
+            whole = interleaved_fps(fast, ident, lm, driven, emo, dev, iters)
+            fast.motion_chunk, fast.decoder_chunk = chunks
+            res[f"fps_{label}_by_batch_whole_batch_passes"] = {str(b): round(v, 4) for b, v in whole.items()}
         peak = max(peak, *(gemm_peak(shapes[b], dev, dtype) for b in (batches[0], batches[-1])))
         chosen = tuner.chosen
         res[f"conv_gemm_peak_tflops_{label}"] = peak / 1e12
@@ -237,6 +267,8 @@ def main() -> None:
             res[f"executed_gflops_per_frame_{label}_{name}"] = efpf / 1e9
             res[f"executed_peak_fraction_{label}_{name}"] = efpf * fps[b] / peak  # executed FLOP/s over peak
         res[f"fps_never_lower_at_default_batch_{label}"] = fps[chosen] >= fps[batches[0]]
+        # frames/s of every batch over the smallest batch's, measured in the same rounds (1.0 = flat)
+        res[f"fps_ratio_to_batch1_{label}"] = {str(b): round(fps[b] / fps[batches[0]], 3) for b in batches}
         if args.breakdown:
             for name, b in (("batch1", batches[0]), ("default_batch", chosen)):
                 rows = breakdown(fast, (ident, lm, driven[b], emo))

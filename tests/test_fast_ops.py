@@ -1,7 +1,8 @@
 """The exact rewrites of emotalk.inference.fast_ops equal the eager layers they replace: the sub-pixel
 up-convolution (UpConv: bilinear x2 upsample + concatenation + 3x3 convolution without the upsampled
-tensor), its plain form (UpCatConv) and the row-tap form of a narrow k x k convolution (RowTapConv), at
-several batch sizes and map sizes including the 1 x 1 and border-only cases."""
+tensor), its plain form (UpCatConv), its weight-split form without the concatenation (UpSplitConv),
+the row-tap form of a narrow k x k convolution (RowTapConv) and the share of per-frame constant channels
+(BroadcastConv), at several batch sizes and map sizes including the 1 x 1 and border-only cases."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from emotalk.inference.fast_ops import RowTapConv, UpCatConv, UpConv
+from emotalk.inference.fast_ops import BroadcastConv, RowTapConv, UpCatConv, UpConv, UpSplitConv
 
 
 def _reference(conv: nn.Conv2d, x, skip, add, relu: bool):
@@ -30,7 +31,8 @@ def test_up_conv_equals_upsample_concat_conv(batch, h, with_add, relu):
     with torch.no_grad():
         ref = _reference(conv, x, skip, add, relu)
         for layer in (UpConv(conv, slice(0, cu), [slice(cu, cu + cs)]),
-                      UpCatConv(conv, slice(0, cu), [slice(cu, cu + cs)])):
+                      UpCatConv(conv, slice(0, cu), [slice(cu, cu + cs)]),
+                      UpSplitConv(conv, slice(0, cu), [slice(cu, cu + cs)])):
             out = layer(x, skip, relu=relu, add=add)
             assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=type(layer).__name__)
@@ -83,3 +85,21 @@ def test_row_tap_conv_equals_the_convolution(batch, k, co):
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="odd, stride 1"):
         RowTapConv(nn.Conv2d(5, 3, 4, padding=2))
+
+
+@pytest.mark.parametrize("h,w,k", [(1, 1, 3), (2, 3, 3), (6, 5, 5)])
+def test_broadcast_conv_equals_the_convolution_of_the_broadcast_map(h, w, k):
+    """fuse([f_m, f_e broadcast]) = fuse's f_m share + BroadcastConv(f_e): exact at the zero-padded border."""
+    g = torch.Generator().manual_seed(h * w + k)
+    conv = nn.Conv2d(4 + 6, 5, k, padding=k // 2)
+    fm, fe = torch.randn(2, 4, h, w, generator=g), torch.randn(2, 6, generator=g)
+    with torch.no_grad():
+        ref = conv(torch.cat([fm, fe[:, :, None, None].expand(-1, -1, h, w)], dim=1))
+        share = BroadcastConv(conv, slice(4, 10))(fe, (h, w))
+        rest = F.conv2d(fm, conv.weight[:, :4], conv.bias, padding=k // 2)
+    assert share.shape == (2, 5, h, w) and share.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(rest + share, ref, rtol=1e-5, atol=1e-5)
+    if h > 2:  # the border differs from the interior (a plain W_sum @ f_e would be wrong there)
+        assert (share[..., 0, 0] - share[..., h // 2, w // 2]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="odd, stride 1"):
+        BroadcastConv(nn.Conv2d(10, 5, 3, stride=2, padding=1), slice(4, 10))

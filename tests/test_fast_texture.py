@@ -1,8 +1,9 @@
 """The inference-only G_T (emotalk.inference.fast_texture) computes what the training module computes in eval
 mode, for random weights with non-trivial BatchNorm statistics, in every model variant, at batch 1 and 3
 (its rewrites - folded BatchNorm, cached f_t terms, gather warps, UpConv's sub-pixel up-convolution,
-RowTapConv's last layer - each covered; the layers alone: tests/test_fast_ops.py); the batch tuner picks
-the fastest measured batch and caches it."""
+RowTapConv's last layer - each covered; the layers alone: tests/test_fast_ops.py), in chunks of frames
+as CPUs run a batch, and with the heatmaps' subnormal tails zeroed; the batch tuner picks the fastest
+measured batch and caches it."""
 from __future__ import annotations
 
 import json
@@ -15,8 +16,10 @@ from torch.nn import functional as F
 from emotalk.data.face.alignment import crop_template
 from emotalk.errors import InputError
 from emotalk.inference.fast_ops import PackedConv, bilinear_taps, gather_warp, nhwc_rows
-from emotalk.inference.fast_texture import (BatchTuner, FastTextureGenerator, fold_batchnorm, native_bf16,
-                                            render_batches, resolve_precision)
+import emotalk.inference.fast_texture as ft
+import emotalk.models.texture_generator as tg
+from emotalk.inference.fast_texture import (CHUNK_BYTES, BatchTuner, FastTextureGenerator, chunk_frames,
+                                            fold_batchnorm, native_bf16, render_batches, resolve_precision)
 from emotalk.models.texture_generator import TextureGenerator, TextureModelConfig
 
 S = 32
@@ -192,3 +195,54 @@ def test_packed_conv_packs_per_input_shape_and_stays_exact_across_batch_sizes():
             torch.testing.assert_close(pc(x), conv(x), rtol=1e-5, atol=1e-5)
     if pc._use_onednn(x):
         assert list(pc.packed) == [(2, 4, 8, 8), (1, 4, 8, 8)]  # most recent first, PACKED_SHAPES kept
+
+
+def test_chunked_passes_equal_the_whole_batch_and_the_chunk_rule_has_known_answers():
+    """CPUs run a batch through the motion network and the decoder in chunks of frames (page faults of big
+    activations otherwise made larger batches slower per frame); any chunking gives the same frames."""
+    G = _generator(**VARIANTS["demo"]).eval()
+    img, lm, driven, emo = _inputs(5)
+    fast = FastTextureGenerator(G, precision="fp32")
+    ident = fast.encode_identity(img)
+    with torch.no_grad():
+        ref = G(img, lm, driven, emo)
+    for chunks in ((None, None), (2, 3)):  # whole batch; 2 + 2 + 1 motion and 3 + 2 decoder frames
+        fast.motion_chunk, fast.decoder_chunk = chunks
+        out = fast(ident, lm, driven, emo)
+        for k in ("image", "flow", "occlusion"):
+            assert out[k].shape == ref[k].shape
+            torch.testing.assert_close(out[k], ref[k], rtol=1e-4, atol=2e-5, msg=f"{chunks} {k}")
+    # 256², c = 64: the motion decoder's [up(d1), f_h] is (512 + 69) x 64² x 4 B = 9.5 MB, D_T's [up(h), skip]
+    # 384 x 128² x 4 B = 24 MB per frame
+    paper = TextureModelConfig(image_size=256)
+    assert CHUNK_BYTES == 16 << 20
+    assert chunk_frames(paper, torch.float32) == (1, 1)
+    assert chunk_frames(paper, torch.bfloat16) == (2, 1)  # 3 fit: powers of two (8 = 2 + 2 + 2 + 2)
+    assert chunk_frames(TextureModelConfig(image_size=128, width_mult=0.25), torch.float32) == (16, 8)
+    assert chunk_frames(paper, torch.float32, budget=100 << 20) == (8, 4)
+
+
+def test_subnormal_heatmap_tails_are_zeroed_before_the_motion_encoder(monkeypatch):
+    """x86 multiplies subnormal floats in microcode (the 256² heatmaps' far tails made two fp32 convolutions
+    1.6-5x slower): the fast path zeroes them; the frames stay those of the training module."""
+    tiny = torch.finfo(torch.float32).tiny
+    real = ft.heatmap_difference
+
+    def with_tails(*a, **kw):  # what the Gaussians' tails are at 256²: values below the smallest normal
+        f = real(*a, **kw).clone()
+        f.view(-1)[::7] = tiny / 8
+        return f
+
+    monkeypatch.setattr(ft, "heatmap_difference", with_tails)
+    monkeypatch.setattr(tg, "heatmap_difference", with_tails)  # the reference sees the same tails
+    G = _generator().eval()
+    img, lm, driven, emo = _inputs()
+    fast = FastTextureGenerator(G, precision="fp32")
+    seen = []
+    enc, forward = fast.convs["enc1_fh"], fast.convs["enc1_fh"].forward
+    monkeypatch.setattr(enc, "forward", lambda x, *a, **kw: (seen.append(x.clone()), forward(x, *a, **kw))[1])
+    out = fast(fast.encode_identity(img), lm, driven, emo)["image"]
+    assert seen and ((seen[0] != 0) & (seen[0].abs() < tiny)).sum() == 0
+    assert (with_tails(lm.expand(3, -1, -1), driven, S, G.cfg.heatmap_size, G.cfg.heatmap_sigma).abs() < tiny).any()
+    with torch.no_grad():
+        torch.testing.assert_close(out, G(img, lm, driven, emo)["image"], rtol=1e-4, atol=2e-5)

@@ -19,10 +19,17 @@ Why each change (measured with ``benchmarks/bench_texture.py`` and a per-layer p
   convolution of a concatenation is the sum of the convolutions of its parts; f_t's part is the same for
   every frame: 7 % of a frame's FLOPs at 256²). AdaIN runs through the batch-norm kernel per frame.
 - **The two S/4 heads (occlusion, flow) as one convolution** (a 2-channel output wastes a GEMM's width).
-- **The full-resolution up block without its upsample and concatenation**
-  (:class:`~emotalk.inference.fast_ops.UpConv`: an exact sub-pixel rewrite, same FLOPs; measured per layer
-  at 256²: 1.1-1.3x on D_T's 128² -> 256² block, slower on the three smaller ones, which keep
-  upsample + cat + one convolution, :class:`~emotalk.inference.fast_ops.UpCatConv`).
+- **Up blocks without their concatenation.** The full-resolution one without its upsample too
+  (:class:`~emotalk.inference.fast_ops.UpConv`, an exact sub-pixel rewrite, same FLOPs: its upsampled input
+  would be a 32 MB fp32 temporary per frame at 256², page-faulted in afresh on every call); in fp32 the
+  smaller ones as one convolution per part of ``[up(x), skip]`` summed in a post-op
+  (:class:`~emotalk.inference.fast_ops.UpSplitConv`, 1.15x per block at 256²); in bf16 they keep upsample +
+  cat + one convolution (AMX prefers the larger K), :class:`~emotalk.inference.fast_ops.UpCatConv`.
+- **Subnormal heatmap tails zeroed** before the motion encoder (x86 multiplies subnormals in microcode:
+  the two fp32 convolutions reading f_h ran 1.6-5x slower); the change is below 1e-37.
+- **Batches in chunks of frames on CPUs** (:data:`CHUNK_BYTES`): one pass over a whole batch page-faulted
+  its big activations in afresh on every call (glibc returns blocks above 32 MiB to the kernel), so
+  frames/s fell at larger batches; in chunks it stays flat.
 - **The 7x7 output layer (c -> 3/4 channels) as row taps in fp32**
   (:class:`~emotalk.inference.fast_ops.RowTapConv`: 2.3x on that layer; bf16 keeps the direct form).
 - **bf16 where the hardware has it natively** (``precision="auto"``: CPUs with AMX or AVX512-BF16, CUDA
@@ -31,7 +38,8 @@ Why each change (measured with ``benchmarks/bench_texture.py`` and a per-layer p
   On a CPU without native bf16 (e.g. AVX2-only) it would be emulated and slower, so ``auto`` means fp32
   there. fp32 results equal the training module's to float tolerance (tests/test_fast_texture.py); bf16
   ones to bf16 rounding.
-- **The batch is measured, not a constant** (:class:`BatchTuner`): the first frames of a video are
+- **The batch is measured, not a constant** (:class:`~emotalk.inference.texture_batch.BatchTuner`, re-exported
+  here): the first frames of a video are
   rendered at each candidate batch size, the fastest frames/s wins (real frames, nothing is wasted) and is
   cached per machine, model shape and precision in ``<user dir>/texture_batch.json``.
 
@@ -41,10 +49,6 @@ seconds on a 2-core CPU, more than a short video's whole rendering time.
 from __future__ import annotations
 
 import copy
-import json
-import logging
-import os
-import platform
 import time
 from dataclasses import dataclass
 
@@ -54,18 +58,26 @@ from torch.nn import functional as F
 
 from emotalk.errors import InputError
 from emotalk.inference.checkpoints import user_dir
-from emotalk.inference.fast_ops import (PackedConv, RowTapConv, UpCatConv, UpConv, adain_relu, bilinear_taps,
-                                        gather_warp, nhwc_rows)
-from emotalk.models.heatmap import heatmap_difference
+from emotalk.inference.fast_ops import (BroadcastConv, PackedConv, RowTapConv, UpCatConv, UpConv, UpSplitConv,
+                                        adain_relu, bilinear_taps, gather_warp, nhwc_rows)
+from emotalk.inference.texture_batch import BatchTuner, batch_candidates, machine_key
+from emotalk.models.heatmap import NUM_HEATMAP_CHANNELS, heatmap_difference
 from emotalk.models.texture_blocks import identity_grid, style_statistics
-from emotalk.models.texture_generator import TextureGenerator
+from emotalk.models.texture_generator import TextureGenerator, TextureModelConfig
 from emotalk.utils.device import cpu_bf16_native, cuda_bf16_native
-from emotalk.utils.io import atomic_write_text
 
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
+#: on CPUs, the most bytes the largest activation of one pass may take: larger batches are run in chunks of
+#: frames. Why: glibc's malloc hands blocks above its mmap threshold (at most 32 MiB) back to the kernel on
+#: free, so every forward page-faults its big activations in afresh (zeroed by the kernel) and streams them
+#: through memory. Measured at 256² fp32, one thread: the whole-batch forward took 14 000 / 37 000 / 46 000
+#: page faults and 32 / 75 / 93 ms of kernel time per frame at batch 2 / 4 / 8 (none at batch 1), and its
+#: frames/s fell below batch 1's; in chunks under this budget: no faults, frames/s flat over the batch.
+#: The motion network's chunks are larger than the decoder's (its maps are 4-16x smaller).
+CHUNK_BYTES = 16 << 20
 _CL = torch.channels_last
+_TINY = torch.finfo(torch.float32).tiny  # the smallest normal fp32
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -83,6 +95,19 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.bfloat16 if native_bf16(device) else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def chunk_frames(cfg: TextureModelConfig, dtype: torch.dtype, budget: int = CHUNK_BYTES) -> tuple[int, int]:
+    """Frames per pass of (motion network, decoder), powers of two keeping their largest activation within
+    ``budget`` bytes: the motion decoder's ``[up(d1), f_h]`` (8c + 69 channels at S/4, or ``[up(fused), m1]``,
+    24c at S/8) and D_T's ``[up(h), skip]`` (6c channels at S/2; the full-resolution block makes neither
+    its upsample nor its concatenation, :class:`~emotalk.inference.fast_ops.UpConv`)."""
+    S, c, item = cfg.image_size, cfg.channels, torch.finfo(dtype).bits // 8
+    motion = max((8 * c + NUM_HEATMAP_CHANNELS) * (S // 4) ** 2, 24 * c * (S // 8) ** 2) * item
+    decoder = max(6 * c * (S // 2) ** 2, c * S * S) * item
+    # powers of two, as the batch candidates: chunks of 3 cut batch 8 into 3 + 3 + 2, and every further
+    # input shape costs each PackedConv a weight reorder once its few packed shapes are taken
+    return tuple(1 << (max(1, budget // n).bit_length() - 1) for n in (motion, decoder))  # type: ignore[return-value]
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -159,6 +184,9 @@ class FastTextureGenerator(nn.Module):
                 m.to(dtype=self.dtype, memory_format=self.memory_format)
         self.convs = self._pack(G, heads)
         self._grids: dict[tuple[int, int], Tensor] = {}
+        #: frames per pass of the motion network and of the decoder (``None``: the whole batch), see CHUNK_BYTES
+        self.motion_chunk, self.decoder_chunk = chunk_frames(self.cfg, self.dtype) if dev.type == "cpu" \
+            else (None, None)
         self._body = torch.compile(self._forward, dynamic=False) if compile else self._forward
 
     @staticmethod
@@ -168,19 +196,22 @@ class FastTextureGenerator(nn.Module):
         motion convolutions that read f_t split into f_t's part (computed per identity) and the rest."""
         mot, dec, c4 = G.motion, G.decoder, G.cfg.channels * 4
         cpu = dec.out.weight.device.type == "cpu"  # the rewrites below were measured on CPUs only
+        fp32 = dec.out.weight.dtype == torch.float32
+        up_cat = UpSplitConv if cpu and fp32 else UpCatConv
         cin = mot.enc1[0].in_channels  # f_t (4c) + heatmaps
         c8 = mot.up2.conv[0].in_channels - cin  # the upsampled motion features
         c16, c2, c = mot.up1.conv[0].in_channels - c8, c4 // 2, c4 // 4  # up1 reads [up(16c), m1 (8c)]
         P = {"enc1_ft": PackedConv.of(mot.enc1[0], [slice(0, c4)], bias=False),
              "enc1_fh": PackedConv.of(mot.enc1[0], [slice(c4, cin)]),
-             "enc2": PackedConv.of(mot.enc2[0]), "fuse": PackedConv.of(mot.fuse[0]),
-             "mup1": UpCatConv(mot.up1.conv[0], slice(0, c16), [slice(c16, c16 + c8)]),
+             "enc2": PackedConv.of(mot.enc2[0]), "fuse": PackedConv.of(mot.fuse[0], [slice(0, 4 * c4)]),
+             "fuse_e": BroadcastConv(mot.fuse[0], slice(4 * c4, mot.fuse[0].in_channels)),
+             "mup1": up_cat(mot.up1.conv[0], slice(0, c16), [slice(c16, c16 + c8)]),
              "mup2_ft": PackedConv.of(mot.up2.conv[0], [slice(c8, c8 + c4)], bias=False),
              "mup2": UpCatConv(mot.up2.conv[0], slice(0, c8), [slice(c8 + c4, c8 + cin)]),
              "heads": PackedConv.of(heads), "inp": PackedConv.of(dec.inp[0]),
-             "dup1": UpCatConv(dec.up1.conv[0], slice(0, c4), [slice(c4, c4 + c2)]),
+             "dup1": up_cat(dec.up1.conv[0], slice(0, c4), [slice(c4, c4 + c2)]),
              "dup2": (UpConv if cpu else UpCatConv)(dec.up2.conv[0], slice(0, c2), [slice(c2, c2 + c)]),
-             "out": RowTapConv(dec.out) if cpu and dec.out.weight.dtype == torch.float32 else PackedConv.of(dec.out)}
+             "out": RowTapConv(dec.out) if cpu and fp32 else PackedConv.of(dec.out)}
         for i, blk in enumerate(dec.blocks):
             P[f"b{i}c1"], P[f"b{i}c2"] = PackedConv.of(blk.conv1), PackedConv.of(blk.conv2)
         return nn.ModuleDict(P)
@@ -237,23 +268,44 @@ class FastTextureGenerator(nn.Module):
         return self._body(ident, neutral, driven, emotion)
 
     def _forward(self, ident: FastIdentity, neutral: Tensor, driven: Tensor, emotion: Tensor) -> dict[str, Tensor]:
+        B = driven.shape[0]
+        n = self.motion_chunk or B
+        parts = [self._motion(ident, neutral[i:i + n], driven[i:i + n],
+                              emotion if emotion.shape[0] == 1 else emotion[i:i + n]) for i in range(0, B, n)]
+        flow, occ, occ_maps = (torch.cat(t) if len(parts) > 1 else t[0] for t in zip(*parts))
+        n = self.decoder_chunk or B
+        image = torch.empty(B, 3, *ident.image.shape[-2:], device=self.device)
+        for i in range(0, B, n):  # the decoder frame by frame on CPUs (see _decode), whole on GPUs
+            image[i:i + n] = self._decode(ident, flow[i:i + n], occ[i:i + n], occ_maps[i:i + n])
+        return {"image": image, "flow": flow, "occlusion": occ}
+
+    def _motion(self, ident: FastIdentity, neutral: Tensor, driven: Tensor, emotion: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """The motion network for a chunk of frames: ``flow`` (prior included), ``occ``, ``occ_maps`` (fp32)."""
         cfg, G, P, B = self.cfg, self.G, self.convs, driven.shape[0]
-        f_t = ident.skips[-1]
-        f_h = self._cl(heatmap_difference(neutral, driven, cfg.image_size, cfg.heatmap_size, cfg.heatmap_sigma))
+        f_h = heatmap_difference(neutral, driven, cfg.image_size, cfg.heatmap_size, cfg.heatmap_sigma)
+        # the Gaussians' far tails are subnormal floats (~3 % of f_h at 256²), which x86 multiplies in
+        # microcode: the two fp32 convolutions reading f_h ran 5x / 1.6x slower (42 -> 8 ms, 153 -> 97 ms a
+        # frame). Zeroing them changes the result by < 1e-37 (AMX's bf16 path flushes them itself)
+        f_h = self._cl(f_h.masked_fill_(f_h.abs() < _TINY, 0.0))
         m1 = P["enc1_fh"](f_h, relu=True, add=ident.enc1_ft)  # = enc1([f_t, f_h]) with f_t's term cached
         f_m = P["enc2"](m1, relu=True)
-        f_e = G.emotion_encoder(emotion)
-        e = f_e[:, :, None, None].to(self.dtype).expand(B, -1, *f_m.shape[-2:])
-        fused = P["fuse"](torch.cat([f_m, e], dim=1), relu=True)
+        f_e = G.emotion_encoder(emotion).expand(B, -1)
+        fused = P["fuse"](f_m, relu=True, add=P["fuse_e"](f_e, tuple(f_m.shape[-2:])))  # = fuse([f_m, f_e broadcast])
         d1 = P["mup1"](fused, m1, relu=True)  # = conv([up(fused), m1])
         d2 = P["mup2"](d1, f_h, relu=True, add=ident.up2_ft)
         heads = P["heads"](d2).float()
         logits, flow = heads[:, :self.occ_channels], torch.tanh(heads[:, self.occ_channels:])
         occ_maps = torch.softmax(logits, dim=1) if cfg.occlusion == "softmax" else torch.sigmoid(logits)
-        occ = occ_maps[:, :1]
         if cfg.prior_flow:
             prior = G.prior_flow(neutral, driven).float()
             flow = (prior + self._resample(flow, tuple(prior.shape[-2:]))).clamp(-1.0, 1.0)
+        return flow, occ_maps[:, :1], occ_maps
+
+    def _decode(self, ident: FastIdentity, flow: Tensor, occ: Tensor, occ_maps: Tensor) -> Tensor:
+        """D_T (warps, AdaIN bottleneck, up blocks, output layer, image skip) for a chunk of frames."""
+        cfg, G, P, B = self.cfg, self.G, self.convs, flow.shape[0]
+        f_t = ident.skips[-1]
         taps: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
         def warp(rows: Tensor, size: tuple[int, int], gated: bool) -> Tensor:  # backward warp, one set of taps per size
@@ -281,98 +333,11 @@ class FastTextureGenerator(nn.Module):
         o = P["out"](d2).float()
         if cfg.image_skip:
             decoded, mask = torch.tanh(o[:, :3]), torch.sigmoid(o[:, 3:4])
-            image = mask * warp(ident.image_rows, tuple(ident.image.shape[-2:]), False) + (1 - mask) * decoded
-        else:
-            image = torch.tanh(o)
-        return {"image": image.contiguous(), "flow": flow, "occlusion": occ}
+            return mask * warp(ident.image_rows, tuple(ident.image.shape[-2:]), False) + (1 - mask) * decoded
+        return torch.tanh(o)
 
 
 # ------------------------------------------------------------------------------------------- batch size
-def batch_candidates(device: torch.device) -> tuple[int, ...]:
-    return (8, 16, 32, 64) if device.type == "cuda" else (1, 2, 4, 8)
-
-
-def machine_key(device: torch.device) -> str:
-    """What the best batch depends on besides the model: the processor and the thread count."""
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"cpu:{name}:{torch.get_num_threads()}threads"
-
-
-class BatchTuner:
-    """Chooses the frames-per-forward of G_T by measurement on the frames being rendered.
-
-    Each candidate batch size is timed twice on real work (the first call of a shape includes oneDNN /
-    cuDNN set-up; the better of the two counts); then the batch with the best frames/s is kept (ties
-    within 2 % go to the smaller batch: less latency and memory) - so frames/s at the chosen batch is
-    never below batch 1's. The choice is stored under ``key`` in ``cache`` (JSON) and reused by the next
-    run on the same machine and model.
-    """
-
-    TIE = 1.02
-
-    def __init__(self, key: str, candidates: tuple[int, ...], cache: str | os.PathLike | None = None):
-        self.key, self.candidates = key, tuple(sorted(set(int(c) for c in candidates)))
-        self.cache = cache
-        self.per_frame: dict[int, list[float]] = {}
-        self.chosen: int | None = None
-        if cache is not None:
-            try:
-                with open(cache) as f:
-                    hit = json.load(f).get(key)
-                if isinstance(hit, int) and hit >= 1:
-                    self.chosen = hit
-            except (OSError, ValueError, AttributeError):
-                pass
-
-    @property
-    def default(self) -> int:
-        """The batch to ask the pipeline for: the chosen one, or the largest candidate while measuring."""
-        return self.chosen or self.candidates[-1]
-
-    def next_batch(self, remaining: int) -> int:
-        if self.chosen is not None:
-            return min(self.chosen, remaining)
-        for b in self.candidates:
-            if b <= remaining and len(self.per_frame.get(b, ())) < 2:
-                return b
-        return min(self.candidates[-1], remaining)
-
-    def record(self, batch: int, seconds: float) -> None:
-        if self.chosen is not None or batch not in self.candidates:
-            return
-        self.per_frame.setdefault(batch, []).append(seconds / batch)
-        if all(len(self.per_frame.get(b, ())) >= 2 for b in self.candidates):
-            best = {b: min(ts) for b, ts in self.per_frame.items()}
-            fastest = min(best.values())
-            self.chosen = min(b for b, t in best.items() if t <= fastest * self.TIE)
-            log.info("G_T batch chosen by measurement: %d (%s)", self.chosen,
-                     ", ".join(f"b={b}: {1 / t:.3g} frames/s" for b, t in sorted(best.items())))
-            self._save()
-
-    def _save(self) -> None:
-        if self.cache is None:
-            return
-        try:
-            with open(self.cache) as f:
-                data = json.load(f)
-            data = data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            data = {}
-        data[self.key] = self.chosen
-        try:
-            os.makedirs(os.path.dirname(os.fspath(self.cache)) or ".", exist_ok=True)
-            atomic_write_text(self.cache, json.dumps(data, indent=1, sort_keys=True) + "\n")
-        except OSError as e:  # a read-only home only costs the next run its measurement
-            log.debug("could not cache the G_T batch choice in %s: %s", self.cache, e)
-
-
 def default_tuner(fast: FastTextureGenerator) -> BatchTuner:
     cfg = fast.cfg
     key = (f"{machine_key(fast.device)}|S{cfg.image_size}|c{cfg.channels}|b{cfg.bottleneck_blocks}|"
