@@ -1,9 +1,9 @@
 """One-shot fine-tuning time (issue 16 §2): 5 steps of E_T/D_T at the paper's G_T size, the earlier method
 against the current one, in the same process.
 
-    python benchmarks/bench_one_shot.py [--device auto|cpu|cuda] [--steps 5] [--reps 2] [--threads N]
-                                        [--variants l1,vgg16] [--config configs/texture/mead.yaml]
-                                        [--flops] [--json out.json]
+    python benchmarks/bench_one_shot.py [--device auto|cpu|cuda] [--steps 5] [--reps 3] [--threads N]
+                                        [--variants l1,vgg16] [--methods old,full,...] [--cold]
+                                        [--config configs/texture/mead.yaml] [--flops] [--json out.json]
 
 Methods:
 
@@ -18,12 +18,16 @@ Methods:
 - ``frozen_motion``: the opt-in approximation (motion network's answer held fixed), default precision.
 
 Variants: ``l1`` (λ_rec L1) and ``vgg16`` (+ λ_per 10 x perceptual with a VGG16-sized random network; the
-ImageNet weights cost the same). Reported per method: the best of ``--reps`` interleaved runs of the
-fine-tuning seconds (what ``OneShotInfo.seconds`` measures: the frozen-motion pass and the steps) and of the
-whole call (copy and the final fp32 L1 forward included), the speed-up over ``old`` measured in the same
-run, the CPU seconds of the whole call (``time.process_time``: with ``--threads 1`` the figure least
-disturbed by other processes) and the machine load (``os.getloadavg``) before and after: on a shared
-machine compare the ratios.
+ImageNet weights cost the same). Every one of ``--reps`` interleaved calls is printed and kept in the JSON
+(``runs``): the fine-tuning seconds (``OneShotInfo.seconds``: building the working copies, the frozen-motion
+pass, the steps), the whole call (the copy of G_T included), its CPU seconds (``time.process_time``), the
+per-step wall times and the machine load (``os.getloadavg``); the summary gives the best and the median, and
+the speed-up over ``old`` measured in the same run. The fp32 L1s are timed apart (``l1_seconds``):
+``one_shot_finetune`` measures them when they are read, which ``generate`` never does. ``--cold`` adds, per
+repetition, the call as the first one of a fresh process (a child process; what a user's ``emotalk
+finetune`` / ``generate`` pays, oneDNN kernel generation included). On a shared machine compare ratios
+measured in one run; with two threads and another busy process the OpenMP threads wait for each other at
+every barrier (a step took 2-4x its idle time while the same step with one thread barely changed).
 Weights are random: the time does not depend on them. ``--flops`` adds GFLOP per step (one extra
 fine-tuning call per method under ``torch.utils.flop_counter``).
 """
@@ -34,6 +38,7 @@ import copy
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,19 +127,40 @@ def step_gflop(name, G, img, lm, perceptual) -> float:
     return (counts[1] - counts[0]) / 1e9
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/texture/mead.yaml"),
-                    help="G_T config whose model: section is built (default: the paper's, 256²)")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--reps", type=int, default=2, help="interleaved repetitions per method (best is reported)")
-    ap.add_argument("--variants", default="l1,vgg16")
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--flops", action="store_true", help="also count GFLOP per step (one more call per method)")
-    ap.add_argument("--json", help="also write the numbers to this file")
-    args = ap.parse_args(argv)
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def timed_call(name: str, G, img, lm, steps: int, perceptual) -> dict:
+    """One fine-tuning call: its phases (OneShotInfo), the call's wall and CPU seconds (the L1s excluded:
+    ``one_shot_finetune`` measures them when read; ``old`` computes them inside its call) and the L1s."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    info = run_method(name, G, img, lm, steps, perceptual)
+    call, cpu = time.perf_counter() - t0, time.process_time() - c0
+    t1 = time.perf_counter()
+    l1_before, l1_after = info.l1_before, info.l1_after
+    rec = {"seconds": info.seconds, "call": call, "cpu": cpu, "l1_seconds": time.perf_counter() - t1,
+           "precision": info.precision, "l1_before": l1_before, "l1_after": l1_after,
+           "load": os.getloadavg()[0]}
+    steps_s = getattr(info, "step_seconds", [])
+    if steps_s:
+        rec.update(setup=info.setup_seconds, build=info.seconds - sum(steps_s) - info.prepare_seconds,
+                   prepare=info.prepare_seconds, step_seconds=steps_s, step_threads=info.step_threads)
+    return rec
+
+
+def cold_call(args, method: str, variant: str) -> dict:
+    """The same call as the first fine-tuning of a fresh process (what ``emotalk finetune`` / ``generate``
+    pay: oneDNN kernel generation, first-touch allocations), in a child process; the child's import and model
+    building are not counted."""
+    cmd = [sys.executable, __file__, "--_child", method, "--variants", variant, "--config", args.config,
+           "--device", args.device, "--steps", str(args.steps), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def setup(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = select_device(args.device)
@@ -143,40 +169,81 @@ def main(argv=None) -> int:
     S = G.cfg.image_size
     img = (torch.rand(1, 3, S, S, device=dev) * 2 - 1)
     lm = torch.as_tensor(crop_template(S), dtype=torch.float32)
+    return dev, G, img, lm
+
+
+def perceptual_for(variant: str, dev):
+    if variant != "vgg16":
+        return None
+    from emotalk.data.loading import build_perceptual_loss
+
+    return build_perceptual_loss("vgg16-random", warn=False)[0].to(dev)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/texture/mead.yaml"),
+                    help="G_T config whose model: section is built (default: the paper's, 256²)")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions per method (best and median)")
+    ap.add_argument("--variants", default="l1,vgg16")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--cold", action="store_true",
+                    help="also time each method's first call in a fresh process, once per repetition")
+    ap.add_argument("--flops", action="store_true", help="also count GFLOP per step (one more call per method)")
+    ap.add_argument("--json", help="also write the numbers (every repetition) to this file")
+    ap.add_argument("--_child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    dev, G, img, lm = setup(args)
+    if args._child:  # cold_call's child: one call, no warm-up, one JSON line
+        rec = timed_call(args._child, G, img, lm, args.steps, perceptual_for(args.variants, dev))
+        print(json.dumps(rec))
+        return 0
     methods = [m for m in args.methods.split(",") if m]
     res: dict = {"device": str(dev), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-                 "threads": torch.get_num_threads(), "image_size": S, "steps": args.steps,
-                 "load_before": os.getloadavg()[0]}
+                 "threads": torch.get_num_threads(), "image_size": G.cfg.image_size, "steps": args.steps,
+                 "reps": args.reps, "load_before": os.getloadavg()[0], "runs": []}
     for variant in [v for v in args.variants.split(",") if v]:
-        per = None
-        if variant == "vgg16":
-            from emotalk.data.loading import build_perceptual_loss
-
-            per = build_perceptual_loss("vgg16-random", warn=False)[0].to(dev)
+        per = perceptual_for(variant, dev)
         for m in methods:  # warm-up: allocations, oneDNN primitive / cuDNN choices, lazy imports
             run_method(m, G, img, lm, 1, per)
-        best = {m: [float("inf")] * 3 for m in methods}
-        for _ in range(args.reps):
+        for rep in range(args.reps):
             for m in methods:
-                t0, c0 = time.perf_counter(), time.process_time()
-                info = run_method(m, G, img, lm, args.steps, per)
-                call, cpu = time.perf_counter() - t0, time.process_time() - c0
-                best[m] = [min(best[m][0], info.seconds), min(best[m][1], call), min(best[m][2], cpu)]
-                res[f"{variant}_{m}_precision"] = info.precision
-                res[f"{variant}_{m}_l1_after"] = info.l1_after
-                print(f"  {variant:5s} {m:13s} {info.seconds:7.2f} s fine-tuning, {call:7.2f} s call, {cpu:7.2f} s "
-                      f"CPU ({info.precision}, L1 {info.l1_before:.4f} -> {info.l1_after:.4f})", flush=True)
+                rec = {"variant": variant, "method": m, "rep": rep, **timed_call(m, G, img, lm, args.steps, per)}
+                res["runs"].append(rec)
+                steps_s = " ".join(f"{t:.2f}" for t in rec.get("step_seconds", []))
+                print(f"  {variant:5s} {m:13s} {rec['seconds']:6.2f} s fine-tuning, {rec['call']:6.2f} s call, "
+                      f"{rec['cpu']:6.2f} s CPU, L1 {rec['l1_seconds']:5.2f} s ({rec['precision']}, L1 "
+                      f"{rec['l1_before']:.4f} -> {rec['l1_after']:.4f}) steps [{steps_s}] load {rec['load']:.2f}",
+                      flush=True)
+                if args.cold and m != "old":
+                    c = {"variant": variant, "method": m, "rep": rep, "cold": True, **cold_call(args, m, variant)}
+                    res["runs"].append(c)
+                    print(f"  {variant:5s} {m:13s} cold: {c['seconds']:6.2f} s fine-tuning, {c['call']:6.2f} s call "
+                          f"(steps {' '.join(f'{t:.2f}' for t in c.get('step_seconds', []))}) load {c['load']:.2f}",
+                          flush=True)
         for m in methods:
-            res[f"{variant}_{m}_seconds"], res[f"{variant}_{m}_call_seconds"] = best[m][:2]
-            res[f"{variant}_{m}_call_cpu_seconds"] = best[m][2]
+            warm = [r for r in res["runs"] if r["variant"] == variant and r["method"] == m and not r.get("cold")]
+            key = f"{variant}_{m}"
+            res[f"{key}_precision"], res[f"{key}_l1_after"] = warm[-1]["precision"], warm[-1]["l1_after"]
+            for field in ("seconds", "call", "cpu"):
+                vals = [r[field] for r in warm]
+                suffix = {"seconds": "seconds", "call": "call_seconds", "cpu": "call_cpu_seconds"}[field]
+                res[f"{key}_{suffix}"], res[f"{key}_{suffix}_median"] = min(vals), _median(vals)
+            cold = [r["call"] for r in res["runs"] if r["variant"] == variant and r["method"] == m and r.get("cold")]
+            if cold:
+                res[f"{key}_cold_call_seconds_median"] = _median(cold)
             if "old" in methods and m != "old":
-                res[f"{variant}_{m}_speedup_vs_old"] = best["old"][0] / best[m][0]
-                res[f"{variant}_{m}_cpu_speedup_vs_old"] = best["old"][2] / best[m][2]
+                res[f"{key}_speedup_vs_old"] = res[f"{variant}_old_seconds"] / res[f"{key}_seconds"]
+                res[f"{key}_cpu_speedup_vs_old"] = res[f"{variant}_old_call_cpu_seconds"] / res[f"{key}_call_cpu_seconds"]
             if args.flops:
-                res[f"{variant}_{m}_gflop_per_step"] = step_gflop(m, G, img, lm, per)
+                res[f"{key}_gflop_per_step"] = step_gflop(m, G, img, lm, per)
     res["load_after"] = os.getloadavg()[0]
-    width = max(len(k) for k in res)
-    for k, v in res.items():
+    summary = {k: v for k, v in res.items() if k != "runs"}
+    width = max(len(k) for k in summary)
+    for k, v in summary.items():
         print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

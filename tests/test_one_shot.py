@@ -407,3 +407,71 @@ def test_finetune_cli_writes_an_adapted_texture_checkpoint(texture_checkpoint, t
     code = main(["finetune", "--checkpoint", str(texture_checkpoint), "--image", str(tmp_path / "nope.jpg"),
                  "--out", str(tmp_path / "x")])
     assert code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_tap_gather_is_the_sparse_bilinear_matrix_with_its_gradients():
+    """TapGather(rows, idx, w) = A @ rows for the (N_out, N_in) matrix with w[i, k] at (i, idx[i, k]); its
+    backward is A^T g for the rows (rows read by no tap, and by many, included) and <g_i, rows[idx_ik]> for
+    the weights."""
+    from emotalk.inference.one_shot_step import TapGather
+
+    torch.manual_seed(6)
+    n_in, n_out, c = 7, 9, 3
+    idx = torch.randint(0, n_in - 2, (n_out, 4))  # the last two rows are never read
+    idx[:3] = 0  # one row read by many taps
+    rows = torch.randn(n_in, c, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(n_out, 4, dtype=torch.float64, requires_grad=True)
+    A = torch.zeros(n_out, n_in, dtype=torch.float64).index_put((torch.arange(n_out)[:, None].expand(-1, 4), idx),
+                                                                  w, accumulate=True)
+    g = torch.randn(n_out, c, dtype=torch.float64)
+    out = TapGather.apply(rows, idx, w)
+    _close(out, A @ rows, atol=1e-12)
+    grows, gw = torch.autograd.grad((out * g).sum(), (rows, w))
+    _close(grows, A.detach().T @ g, atol=1e-12)
+    _close(gw, (rows.detach()[idx] * g[:, None]).sum(-1), atol=1e-12)
+    assert float(grows[-2:].abs().max()) == 0.0
+
+
+def test_l1s_are_measured_when_read_from_the_weights_at_the_end_of_the_call(one_torch_thread):
+    """The fp32 L1s are not computed inside the call; read later they are the base model's and the adapted
+    copy's as the call left them, even if the returned copy was changed meanwhile; then the probe is let go."""
+    G = _tiny_moving_model(7)
+    img, lm, emo = _inputs(G)
+    with torch.no_grad():
+        base = float((G(img, lm, lm, emo)["image"] - img).abs().mean())
+    adapted, info = one_shot_finetune(G, img, lm[0], steps=2, lr=1e-3, precision="fp32", return_info=True)
+    assert info._l1 == {} and info._measure is not None  # nothing measured yet
+    assert len(info.step_seconds) == 2 and all(t > 0 for t in info.step_seconds)
+    with torch.no_grad():
+        after = float((adapted(img, lm, lm, emo)["image"] - img).abs().mean())
+        for p in adapted.identity_parameters():
+            p.add_(0.1)  # the caller changes its copy: the record keeps the call's result
+    assert info.l1_after == pytest.approx(after, abs=1e-7)
+    assert info.l1_before == pytest.approx(base, abs=1e-7)
+    assert info.l1_after < info.l1_before and info._measure is None and info.l1_seconds > 0
+    assert "_measure" not in repr(info)
+
+
+def test_thread_fit_caps_at_the_free_cores_and_restores(monkeypatch):
+    from emotalk.inference import thread_fit
+
+    start, real = torch.get_num_threads(), thread_fit.free_cores
+    n = real()  # this machine's reading: a count of cores (Linux) or unknown
+    assert n is None or 0 <= n <= thread_fit._cores()
+    try:
+        torch.set_num_threads(2)
+        free = iter([0, 1, 2, 5])
+        monkeypatch.setattr(thread_fit, "free_cores", lambda: next(free))
+        with thread_fit.ThreadFit("auto", "cpu") as fit:  # entry: 0 free -> at least one thread
+            assert torch.get_num_threads() == 1
+            assert [fit.refit(), fit.refit(), fit.refit()] == [1, 2, 2]  # never above the count at entry
+        assert fit.used == [1, 1, 2, 2] and torch.get_num_threads() == 2
+        with thread_fit.ThreadFit(1, "cpu") as fit:  # a number: fixed
+            assert torch.get_num_threads() == 1 and fit.refit() == 1
+        assert torch.get_num_threads() == 2
+        with thread_fit.ThreadFit("auto", "cuda"):  # not the CPU: untouched (free_cores not even read)
+            assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError):
+            thread_fit.ThreadFit(0)
+    finally:
+        torch.set_num_threads(start)

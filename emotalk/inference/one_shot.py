@@ -28,8 +28,12 @@ process on the shared 2-core machine; see that module for the profile). Adam is 
 multi-tensor ops (:class:`Adam`; ``torch.optim`` costs seconds of import). The perceptual target's VGG
 features are computed once and each layer's L1 has a hand-written sign gradient in bf16
 (:func:`~emotalk.inference.one_shot_step.perceptual_to_target`); the losses stay on the device until the end
-(no host sync per step). The L1 before/after are fp32 forwards of the base / adapted model, outside
-``seconds`` (a bf16 output is quantised to ~0.004, as large as a good reconstruction's L1).
+(no host sync per step). The L1 before/after are fp32 forwards of the base / adapted model (a bf16 output is
+quantised to ~0.004, as large as a good reconstruction's L1), measured when :class:`OneShotInfo` is read, not
+in the call: at 256² on the 2-core CPU they cost about as much as three steps and ``generate`` never reads them.
+On the CPU the steps run on as many threads as other processes leave cores free
+(:class:`~emotalk.inference.thread_fit.ThreadFit`): with 2 threads and one other busy process the 5 steps took
+25-57 s instead of ~2-3 s, with 1 thread 4-6 s.
 
 ``method="frozen_motion"`` (opt-in, faster): the motion network's flow and occlusion
 for the photo are computed once with the base weights and held fixed, so a step is only E_T -> warp/gate
@@ -38,8 +42,8 @@ the flow fixed the warp is a fixed linear map: :class:`FixedWarp` precomputes it
 weights and applies it as a channels-last gather in the working dtype. It drops E_T's gradient through the
 motion network, and on the demo's tiny G_T that costs quality (neutral photo L1 after 5 steps 0.0159 vs
 0.0118 with ``full``; held-out expressive frames 0.0632 vs 0.0628, base 0.0642), so it is not the default.
-(Over 400 lines: both methods share the input checks, working copies and Adam; split, one loop would
-spread over two files.)
+(Over 400 lines: both methods share the input checks, working copies, Adam and the deferred-L1 record;
+split, one loop would spread over two files.)
 """
 from __future__ import annotations
 
@@ -58,8 +62,10 @@ from tqdm import tqdm
 from emotalk.data.datasets.texture import to_tensor_image
 from emotalk.data.emotions import emotion_vector
 from emotalk.errors import InputError
+from emotalk.inference.fast_ops import bilinear_taps
 from emotalk.inference.fast_texture import resolve_precision
-from emotalk.inference.one_shot_step import ExactStep, converted_copy, perceptual_to_target
+from emotalk.inference.one_shot_step import ExactStep, TapGather, converted_copy, perceptual_to_target
+from emotalk.inference.thread_fit import ThreadFit
 from emotalk.models.losses.perceptual_loss import PerceptualLoss
 from emotalk.models.losses.reconstruction_loss import reconstruction_loss
 from emotalk.models.texture_blocks import identity_grid, style_statistics, warp
@@ -72,17 +78,77 @@ METHODS = ("full", "frozen_motion")
 
 @dataclass
 class OneShotInfo:
+    """What a fine-tuning did. ``l1_before`` / ``l1_after`` (the photo's reconstruction L1 by the base model
+    and by the adapted copy, fp32 forwards) are measured on first access, not during the call: they are two
+    whole-G_T fp32 forwards (at 256² on the 2-core CPU about as long as three fine-tuning steps) that the
+    generation pipeline never reads. The record keeps what they need: the caller's base generator (its
+    frozen parts; do not change them before reading the L1s) and copies of E_T/D_T before and after the steps
+    (dropped once both are measured)."""
+
     steps: int
     lr: float
     seconds: float  # wall time of the fine-tuning (iterations, frozen_motion: + its one motion pass; the
     #                 copy and the L1 forwards excluded)
-    losses: list[float] = field(default_factory=list)  # loss before each update
-    l1_before: float = float("nan")  # reconstruction L1 of the photo by the base model (fp32)
-    l1_after: float = float("nan")  # ... by the adapted copy (fp32)
+    losses: list[float] = field(default_factory=list)  # loss before each update (working precision)
     device: str = "cpu"
     precision: str = "fp32"  # arithmetic of the fine-tuning steps (bf16: a bf16 working copy of E_T/D_T)
     method: str = "full"  # full: exact gradients; frozen_motion: the motion network's answer held fixed
     prepare_seconds: float = 0.0  # part of ``seconds`` spent on the frozen motion (frozen_motion method)
+    setup_seconds: float = 0.0  # before ``seconds``: the copy of G_T, the flags, the E_T/D_T snapshot
+    step_seconds: list[float] = field(default_factory=list)  # each iteration's wall time (CPU only: on a GPU
+    #                 the steps are queued without a host sync, their times would be launch times)
+    step_threads: list[int] = field(default_factory=list)  # torch CPU threads of each iteration (CPU only)
+    l1_seconds: float = 0.0  # time spent measuring the L1s so far (on access)
+
+    def __post_init__(self):
+        # not dataclass fields (asdict/repr never copy the weights): the L1s known so far, and the probe
+        # that measures the others (dropped once both are known)
+        self._l1: dict[str, float] = {}
+        self._measure: _L1Probe | None = None
+
+    @property
+    def l1_before(self) -> float:
+        """Reconstruction L1 of the photo by the base model (fp32; NaN when it cannot be measured)."""
+        return self._l1_of("before")
+
+    @property
+    def l1_after(self) -> float:
+        """Reconstruction L1 of the photo by the adapted copy (fp32)."""
+        return self._l1_of("after")
+
+    def _l1_of(self, which: str) -> float:
+        if which not in self._l1:
+            t0 = time.perf_counter()
+            self._l1[which] = self._measure(which) if self._measure is not None else float("nan")
+            self.l1_seconds += time.perf_counter() - t0
+            if {"before", "after"} <= self._l1.keys():
+                self._measure = None  # release the weights and the photo
+        return self._l1[which]
+
+
+class _L1Probe:
+    """The fp32 reconstruction L1 of the photo by ``base`` with E_T/D_T replaced by a saved state (the one
+    before or after the steps), for :class:`OneShotInfo`'s deferred L1s."""
+
+    def __init__(self, base: TextureGenerator, device: torch.device, img: Tensor, lm: Tensor, emo: Tensor,
+                 states: dict[str, dict[str, Tensor]]):
+        self.base, self.device, self.inputs, self.states = base, device, (img, lm, emo), states
+
+    def __call__(self, which: str) -> float:
+        model = copy.deepcopy(self.base).to(self.device).eval()
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.states[which].items():
+                params[name].copy_(value)
+        with ThreadFit("auto", self.device):  # (2 threads beside a busy process: 3-5 s instead of ~1)
+            return _fp32_l1(model, *self.inputs)
+
+
+def _identity_state(model: TextureGenerator) -> dict[str, Tensor]:
+    """A copy of E_T/D_T's parameters (what the fine-tuning changes), by name."""
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone(memory_format=torch.contiguous_format)
+            for n in model.identity_parameter_names()}
 
 
 def _as_image(image, size: int, device) -> Tensor:
@@ -151,13 +217,13 @@ class FixedWarp:
     """``warp(f, flow) * occlusion`` for one fixed flow and occlusion, as a gather in channels-last layout.
 
     With the flow frozen, backward warping is a fixed linear map: every output pixel is the same bilinear
-    mix of (at most) four input pixels, gated by the same visibility. The sample positions, the four
-    neighbours and their weights (times the occlusion) are computed once, exactly as ``grid_sample``
-    (``align_corners=False``, border padding) and :func:`emotalk.models.texture_blocks.warp` (flow resampled
-    to the feature grid) would; each step is then four row gathers of the (H·W, C) channels-last matrix.
-    Unlike ``grid_sample`` (NCHW, fp32 only on the CPU) it keeps the features - and their gradients - in
-    the network's dtype and channels-last layout, so no layout or dtype conversions run around it.
-    Batch 1 (one photo)."""
+    mix of (at most) four input pixels, gated by the same visibility. The taps and their weights (times the
+    occlusion) are computed once, exactly as ``grid_sample`` (``align_corners=False``, border padding) and
+    :func:`emotalk.models.texture_blocks.warp` (flow resampled to the feature grid) would
+    (:func:`emotalk.inference.fast_ops.bilinear_taps`); each step is then one weighted row gather of the
+    (H·W, C) channels-last matrix (:class:`~emotalk.inference.one_shot_step.TapGather`). Unlike
+    ``grid_sample`` (NCHW, fp32 only on the CPU) it keeps the features - and their gradients - in the
+    network's dtype and channels-last layout, so no layout or dtype conversions run around it. Batch 1."""
 
     def __init__(self, flow: Tensor, occlusion: Tensor, size: tuple[int, int], dtype: torch.dtype):
         H, W = size
@@ -166,30 +232,18 @@ class FixedWarp:
             fl = F.interpolate(fl, size=(H, W), mode="bilinear", align_corners=False)
         elif fl.shape[-2] > H:
             fl = F.adaptive_avg_pool2d(fl, (H, W))
-        grid = identity_grid(H, W, fl.device, torch.float32) + fl.permute(0, 2, 3, 1)
-        x = (((grid[0, ..., 0] + 1) * W - 1) / 2).clamp(0, W - 1).reshape(-1)  # border padding
-        y = (((grid[0, ..., 1] + 1) * H - 1) / 2).clamp(0, H - 1).reshape(-1)
-        x0, y0 = x.floor(), y.floor()
-        wx1, wy1 = x - x0, y - y0
-        wx0, wy0 = 1 - wx1, 1 - wy1
-        x0, y0 = x0.long(), y0.long()
-        x1, y1 = (x0 + 1).clamp(max=W - 1), (y0 + 1).clamp(max=H - 1)  # the clamped one has weight 0
         occ = occlusion.float()
         if occ.shape[-2:] != (H, W):
             occ = F.interpolate(occ, size=(H, W), mode="bilinear", align_corners=False)
-        occ = occ.reshape(-1)
-        self.index = [y0 * W + x0, y0 * W + x1, y1 * W + x0, y1 * W + x1]
-        self.weight = [(a * b * occ)[:, None].to(dtype) for a, b in ((wy0, wx0), (wy0, wx1), (wy1, wx0), (wy1, wx1))]
+        grid = identity_grid(H, W, fl.device, torch.float32) + fl.permute(0, 2, 3, 1)
+        self.index, weight = bilinear_taps(grid, (H, W), occ)
+        self.weight = weight.to(dtype)
         self.size = (H, W)
 
     def __call__(self, features: Tensor) -> Tensor:
         (H, W), C = self.size, features.shape[1]
         rows = features.permute(0, 2, 3, 1).reshape(H * W, C)  # a view for channels-last features
-        out = None
-        for index, weight in zip(self.index, self.weight):
-            term = rows.index_select(0, index) * weight
-            out = term if out is None else out + term
-        return out.view(1, H, W, C).permute(0, 3, 1, 2)
+        return TapGather.apply(rows, self.index, self.weight).view(1, H, W, C).permute(0, 3, 1, 2)
 
 
 def fixed_warps(generator: TextureGenerator, features: IdentityFeatures, motion: FrozenMotion,
@@ -291,7 +345,8 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
                       perceptual: torch.nn.Module | None = None, lambda_rec: float = 1.0, lambda_per: float = 10.0,
                       betas: tuple[float, float] = (0.5, 0.999), finetune_emotion: Tensor | None = None,
                       device: str | torch.device | None = None, progress: bool = False,
-                      return_info: bool = False, precision: str = "auto", method: str = "full"):
+                      return_info: bool = False, precision: str = "auto", method: str = "full",
+                      threads: int | str = "auto"):
     """Adapt a copy of ``generator`` to one neutral face; only E_T and D_T change.
 
     image: the face crop at the model's ``image_size``: a (3, S, S) / (1, 3, S, S) tensor in [-1, 1] or an
@@ -308,6 +363,9 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
     method: ``full`` (default: exact gradients, through the frozen motion network into E_T) or
         ``frozen_motion`` (the motion network's flow/occlusion for the photo computed once and held fixed;
         faster, measured slightly worse on the demo). See the module docstring.
+    threads: CPU threads for the steps: ``auto`` (default: before each step, torch's count at the call
+        capped at the cores other processes leave free, :class:`~emotalk.inference.thread_fit.ThreadFit`;
+        restored at the end) or a fixed number.
 
     Returns the adapted copy (eval mode, fp32, contiguous), or ``(copy, OneShotInfo)`` with
     ``return_info=True``. The seconds are also logged.
@@ -323,6 +381,7 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
     emo = (neutral_emotion(generator) if finetune_emotion is None
            else torch.as_tensor(finetune_emotion, dtype=torch.float32).reshape(1, -1)).to(dev)
 
+    t_call = time.perf_counter()
     adapted = copy.deepcopy(generator).to(dev).eval()
     flags = {n: p.requires_grad for n, p in adapted.named_parameters()}
     for p in adapted.parameters():
@@ -334,29 +393,36 @@ def one_shot_finetune(generator: TextureGenerator, image, landmarks_px, steps: i
         perceptual = perceptual.to(dev).eval()
     amp = resolve_precision(precision, dev)
     loss_terms = (perceptual, lambda_rec, lambda_per)
+    before = _identity_state(adapted) if method == "full" else None
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    # fp32 forwards, outside ``seconds``: a bf16 output is quantised to ~0.004, as large as the L1 of a
-    # good reconstruction
-    l1_before = _fp32_l1(adapted, img, lm, emo) if method == "full" else float("nan")
     t0 = time.perf_counter()
     run = _run_full if method == "full" else _run_frozen_motion
-    losses, prep, l1_prep = run(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress)
+    with ThreadFit(threads, dev) as fit:
+        losses, prep, l1_prep, marks = run(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms,
+                                           progress, fit)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
-    if method == "frozen_motion":
-        l1_before = l1_prep
     adapted.to(memory_format=torch.contiguous_format)
     for n, p in adapted.named_parameters():
         p.requires_grad_(flags[n])
         p.grad = None
-    l1_after = _fp32_l1(adapted, img, lm, emo)
-    info = OneShotInfo(steps=steps, lr=lr, seconds=seconds, losses=losses, l1_before=l1_before,
-                       l1_after=l1_after, device=str(dev), precision="fp32" if amp == torch.float32 else "bf16",
-                       method=method, prepare_seconds=prep)
-    log.info("one-shot fine-tuning (%s, %s): %d steps in %.2f s on %s (L1 %.4f -> %.4f)", method,
-             info.precision, steps, seconds, dev, l1_before, l1_after)
+    info = OneShotInfo(steps=steps, lr=lr, seconds=seconds, losses=losses, device=str(dev),
+                       precision="fp32" if amp == torch.float32 else "bf16", method=method, prepare_seconds=prep,
+                       setup_seconds=t0 - t_call,
+                       step_seconds=[b - a for a, b in zip(marks, marks[1:])] if dev.type == "cpu" else [],
+                       step_threads=fit.used[1:] if dev.type == "cpu" else [])
+    # fp32 L1s, measured when read (see OneShotInfo): a bf16 output is quantised to ~0.004, as large as the L1
+    # of a good reconstruction, so the steps' own losses are no substitute
+    states = {"after": _identity_state(adapted)}
+    if before is not None:
+        states["before"] = before
+    else:
+        info._l1["before"] = l1_prep  # frozen_motion: its exact fp32 motion pass gave it for free
+    info._measure = _L1Probe(generator, dev, img, lm, emo, states)
+    log.info("one-shot fine-tuning (%s, %s): %d steps in %.2f s on %s (step loss %s)", method, info.precision,
+             steps, seconds, dev, " -> ".join(f"{v:.4f}" for v in losses[:1] + losses[-1:]) or "-")
     return (adapted, info) if return_info else adapted
 
 
@@ -364,7 +430,7 @@ def _steps_bar(steps: int, progress: bool):
     return tqdm(range(steps), desc="one-shot fine-tuning", unit="step", disable=not progress, leave=False)
 
 
-def _run_frozen_motion(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress):
+def _run_frozen_motion(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress, fit):
     """Frozen motion once (fp32, exact; it also gives the base model's L1), then ``steps`` updates of E_T
     and D_T through ``encode -> render``; with bf16 on a working copy (see the module docstring)."""
     t0 = time.perf_counter()
@@ -379,13 +445,15 @@ def _run_frozen_motion(adapted, params, img, lm, emo, steps, lr, betas, amp, los
     work = [p for m in (enc, dec) for p in m.parameters()]
     warps = fixed_warps(adapted, feats, motion, amp)
     loss_fn, x, opt = _loop_setup(loss_terms, img, amp, params, lr, betas)
-    losses = []
+    losses, marks = [], [time.perf_counter()]
     for _ in _steps_bar(steps, progress):
+        fit.refit()
         loss = loss_fn(render(adapted, dec, encode(enc, x), motion, warps))
         loss.backward()
         _step(opt, params, work)
         losses.append(loss.detach())
-    return [float(v) for v in torch.stack(losses).tolist()] if losses else [], prep, l1_before
+        marks.append(time.perf_counter())
+    return [float(v) for v in torch.stack(losses).tolist()] if losses else [], prep, l1_before, marks
 
 
 def _loop_setup(loss_terms, img: Tensor, amp: torch.dtype, params, lr: float, betas):
@@ -398,7 +466,7 @@ def _loop_setup(loss_terms, img: Tensor, amp: torch.dtype, params, lr: float, be
     return loss_fn, img.to(amp).contiguous(memory_format=torch.channels_last), Adam(params, lr, betas)
 
 
-def _run_full(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress):
+def _run_full(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, progress, fit):
     """Exact steps: G_T's whole forward and backward (through the frozen motion network into E_T) on
     channels-last working copies (:class:`~emotalk.inference.one_shot_step.ExactStep`; bf16 where native)."""
     step = ExactStep(adapted, lm, emo, amp)
@@ -406,13 +474,15 @@ def _run_full(adapted, params, img, lm, emo, steps, lr, betas, amp, loss_terms, 
     if len(master) != len(params) or any(a is not b for a, b in zip(master, params)):
         raise RuntimeError("one-shot: the working copy's parameters do not match identity_parameters()")
     loss_fn, x, opt = _loop_setup(loss_terms, img, amp, params, lr, betas)
-    losses = []
+    losses, marks = [], [time.perf_counter()]
     for _ in _steps_bar(steps, progress):
+        fit.refit()
         loss = loss_fn(step(x))
         loss.backward()
         _step(opt, params, work_params)
         losses.append(loss.detach())
-    return [float(v) for v in torch.stack(losses).tolist()] if losses else [], 0.0, float("nan")
+        marks.append(time.perf_counter())
+    return [float(v) for v in torch.stack(losses).tolist()] if losses else [], 0.0, float("nan"), marks
 
 
 def _step(opt: Adam, params: list[Tensor], work: list[Tensor]) -> None:

@@ -8,10 +8,13 @@ besides the convolutions, and what replaces it here:
 
 - **Warping** was ~10 % of a step: CPU ``grid_sample`` runs only NCHW fp32, so every warp converted the
   bf16 channels-last skips to NCHW fp32 and back, and its backward (for the features and the flow) is a
-  slow scalar kernel. :func:`warp_gate` computes ``warp(f, flow) * occlusion`` as four bilinear row gathers
-  of the channels-last ``(H·W, C)`` matrix with weights made from the flow (and gate) in fp32: the same
-  taps as ``grid_sample`` (``align_corners=False``, border padding), differentiable in the features, the
-  flow and the occlusion; its backward is four ``index_add`` of rows plus per-pixel dot products.
+  slow scalar kernel. :func:`warp_gate` computes ``warp(f, flow) * occlusion`` as a weighted gather of the
+  channels-last ``(H·W, C)`` rows (:class:`TapGather`, one ``embedding_bag``) with the four bilinear taps of
+  :func:`emotalk.inference.fast_ops.bilinear_taps` (``grid_sample``'s, ``align_corners=False``, border
+  padding) made from the flow and gate in fp32; differentiable in the features, the flow and the gate. Its
+  backward is a second ``embedding_bag`` over the taps sorted by the row they read, plus per-tap dot
+  products. (The first version, four ``index_select`` + weighted sum, with ``index_add`` backward, took 2.3x
+  as long for the three warps of a step: 261 against 113 ms, 1 thread, bf16 at 256².)
 - **Bilinear x2 upsampling's backward** (every :class:`UpBlock`; ~18 % of a step with the layout copies
   it caused) has no channels-last CPU kernel: the
   incoming gradient (a channel slice of the concatenation's) was made NCHW-contiguous, the result fed
@@ -25,10 +28,12 @@ besides the convolutions, and what replaces it here:
 - **AdaIN's instance norm** turned channels-last inputs NCHW: :class:`AdaINCL` runs ``(1 + γ)·IN(x) + β``
   as one training-mode ``batch_norm`` of the single image (channels-last kernel, statistics in fp32).
 
-Net (1 thread, interleaved with the previous whole-model bf16 step in one process on the shared machine):
-the 5-step fine-tuning in 0.41-0.57x the time (L1), 0.54-0.61x (with the VGG16 perceptual term).
 - **Per-photo constants** (independent of E_T/D_T): the heatmap difference (zero: G' = G), the emotion
   feature and the landmark prior flow are computed once.
+
+Net (1 thread, interleaved with the previous whole-model bf16 step in one process on the shared machine):
+the 5-step fine-tuning in 0.41-0.57x the time (L1), 0.54-0.61x (with the VGG16 perceptual term); the
+:class:`TapGather` warp then took another ~10 % off (0.89-0.90x, same kind of measurement).
 
 Rounding aside the result is :meth:`TextureGenerator.forward`'s ``image``; tests/test_one_shot.py
 compares the two and their gradients.
@@ -42,8 +47,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from emotalk.inference.fast_ops import bilinear_taps
 from emotalk.models.heatmap import heatmap_difference
-from emotalk.models.texture_blocks import AdaIN, UpBlock, style_statistics
+from emotalk.models.texture_blocks import AdaIN, UpBlock, identity_grid, style_statistics
 from emotalk.models.texture_generator import TextureGenerator
 
 _CL = torch.channels_last
@@ -207,43 +213,63 @@ def _converted(t: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 @lru_cache(maxsize=16)
-def _pixel_grid(h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Column and row index of every pixel, fp32 ``(h·w,)`` each."""
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
-    return xs.reshape(-1), ys.reshape(-1)
+def _identity_grid(h: int, w: int, device: torch.device) -> Tensor:
+    return identity_grid(h, w, device, torch.float32)
+
+
+class TapGather(torch.autograd.Function):
+    """``out[i] = Σ_k w[i, k] · rows[idx[i, k]]``: the four bilinear taps of every output pixel read as whole
+    channels-last rows, differentiable in ``rows`` and ``w`` (not ``idx``).
+
+    Forward: one ``embedding_bag`` (each output pixel a bag of its four weighted taps), no ``(4·N, C)``
+    intermediate. Backward, for the rows: the transpose gather - the taps sorted by the row they read, so
+    every input row is one bag of the (output pixel, weight) pairs that read it, again one ``embedding_bag``
+    (an ``index_add`` of the weighted gradient rows was 2-3x slower); for the weights: per tap the dot
+    products ``<g[i], rows[idx[i, k]]>`` (summed in the rows' dtype with fp32 accumulation).
+    ``w`` must have the rows' dtype (``embedding_bag``'s rule)."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, idx: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(rows, idx, w)
+        return F.embedding_bag(idx, rows, per_sample_weights=w, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rows, idx, w = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_rows = grad_w = None
+        if ctx.needs_input_grad[0]:
+            flat = idx.reshape(-1)
+            order = torch.argsort(flat)
+            counts = torch.bincount(flat, minlength=rows.shape[0])
+            grad_rows = F.embedding_bag(torch.div(order, idx.shape[1], rounding_mode="floor"), grad,
+                                        counts.cumsum(0) - counts, per_sample_weights=w.reshape(-1)[order],
+                                        mode="sum")
+        if ctx.needs_input_grad[2]:
+            grad_w = torch.stack([(rows.index_select(0, idx[:, k]) * grad).sum(1) for k in range(idx.shape[1])], 1)
+        return grad_rows, None, grad_w
 
 
 def warp_gate(features: Tensor, flow: Tensor, gate: Tensor | None = None) -> Tensor:
     """``warp(features, flow) * gate`` (:func:`emotalk.models.texture_blocks.warp`; the gate bilinearly
-    resampled to the features' size) for one image, as one channels-last row gather of the four bilinear
-    taps; differentiable in all three. The flow is resampled and the taps are computed in fp32 as
-    ``grid_sample`` does (``align_corners=False``: pixel ``j`` samples ``j + flow·W/2``; border padding:
-    coordinates clamped, no gradient beyond the border)."""
+    resampled to the features' size) for one image, as one channels-last weighted row gather
+    (:class:`TapGather`); differentiable in all three. The flow is resampled as ``warp`` does and the taps
+    and their weights are :func:`emotalk.inference.fast_ops.bilinear_taps` (``grid_sample``'s, border padding:
+    no gradient beyond the border), computed in fp32; the weights then take the features' dtype."""
     _, C, H, W = features.shape
     fl = flow.float()
     if fl.shape[-2] < H:
         fl = F.interpolate(fl, size=(H, W), mode="bilinear", align_corners=False)
     elif fl.shape[-2] > H:
         fl = F.adaptive_avg_pool2d(fl, (H, W))
-    px, py = _pixel_grid(H, W, fl.device)
-    x = torch.add(px, fl[0, 0].reshape(-1), alpha=W / 2).clamp(0, W - 1)
-    y = torch.add(py, fl[0, 1].reshape(-1), alpha=H / 2).clamp(0, H - 1)
-    with torch.no_grad():
-        x0, y0 = x.floor(), y.floor()
-        xi, yi = x0.long(), y0.long()
-        x1i, y1i = (xi + 1).clamp(max=W - 1), (yi + 1).clamp(max=H - 1)  # the clamped tap has weight 0
-        index = torch.cat([yi * W + xi, yi * W + x1i, y1i * W + xi, y1i * W + x1i])
-    wx1, wy1 = x - x0, y - y0
-    wx, wy = torch.stack([1 - wx1, wx1, 1 - wx1, wx1]), torch.stack([1 - wy1, 1 - wy1, wy1, wy1])
+    g = None
     if gate is not None:
         g = gate.float()
         if g.shape[-2:] != (H, W):
             g = F.interpolate(g, size=(H, W), mode="bilinear", align_corners=False)
-        wy = wy * g.reshape(1, -1)
-    weight = (wx * wy).to(features.dtype).reshape(-1, 1)
+    idx, w = bilinear_taps(_identity_grid(H, W, fl.device) + fl.permute(0, 2, 3, 1), (H, W), g)
     rows = features.permute(0, 2, 3, 1).reshape(H * W, C)  # a view when channels-last
-    out = (rows.index_select(0, index) * weight).view(4, H * W, C).sum(0)
+    out = TapGather.apply(rows, idx, w.to(features.dtype))
     return out.view(1, H, W, C).permute(0, 3, 1, 2)
 
 
