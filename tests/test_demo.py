@@ -125,6 +125,27 @@ def test_landmarks_option_reaches_the_preprocessing(tmp_path, monkeypatch):
     assert parser.parse_args([]).landmarks == "detect"
     with pytest.raises(SystemExit):
         parser.parse_args(["--landmarks", "oracle"])
+    # G_L trains on the clips' exact track when they have one, and validates with the classifier once trained
+    import numpy as np
+
+    from emotalk.data.io.clip import Clip, clip_path, save_clip
+    from emotalk.models.face_graph import canonical_template
+
+    demo = demo_run.Demo(DemoOptions(out=str(tmp_path)))
+    tpl = canonical_template().astype(np.float32)
+    clip = dict(landmarks=np.stack([tpl, tpl]), neutral_landmarks=tpl, audio_features=np.zeros((2, 4, 3), np.float32),
+                emotion="happy", intensity=1, fps=30.0, subject="W001", clip_id="a", feature_kind="mel")
+    save_clip(Clip(**clip), clip_path(demo.processed_dir, "W001", "a"))
+    assert demo.landmark_stage() == ("landmark/tiny", "landmark", [])  # detected landmarks only: as before
+    save_clip(Clip(**clip, true_landmarks=np.stack([tpl, tpl]), true_neutral_landmarks=tpl),
+              clip_path(demo.processed_dir, "W001", "a"))
+    assert demo.landmark_stage() == ("landmark/tiny-exact", "landmark", [])
+    ckpt = demo.checkpoints / "landmark_emotion" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / "step_00000600.json").write_text("{}")
+    (ckpt / "step_00000600.safetensors").write_bytes(b"")
+    demo.o.landmark_overrides.append("train.steps=40")
+    assert demo.landmark_stage()[2] == [f"validation.landmark_emotion_classifier={ckpt.parent}", "train.steps=40"]
 
 
 def test_machine_speed_is_measured_quickly():

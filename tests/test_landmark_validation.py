@@ -11,6 +11,7 @@ from emotalk.data.face.blinks import apply_blink, blink_track
 from emotalk.models.face_graph import BROWS, EYES, MOUTH, canonical_template
 from emotalk.models.losses.blink_mask import blink_frames, eye_aperture, open_eye_mask
 from emotalk.train.landmark_faces import face_report, face_summary
+from emotalk.train.landmark_intensity import control_report, control_separation
 from emotalk.train.landmark_validation import (ClipAmplitude, amplitude_report, clip_amplitude,
                                                decode_control, expression_summary, level_amplitudes,
                                                predict_clip_amplitudes, real_clip_amplitudes,
@@ -396,7 +397,12 @@ def test_training_logs_the_expression_numbers_over_every_held_out_clip(tmp_path)
         assert last[key] == pytest.approx(acc[key]), key
     # the final numbers travel with the checkpoint and are printed as a table in the run's log
     meta = json.loads(sorted((tmp_path / "run" / "checkpoints").glob("step_*.json"))[-1].read_text())
-    assert meta["expression_validation"]["step"] == 6
+    assert meta["expression_validation"]["step"] == 6 and meta["expression_validation"]["track"] == "detected"
+    # G_L's response to the intensity control on fixed speech (train/landmark_intensity.py), same numbers
+    sep = control_report(control_separation(G, ds.audio, ds.emotion, ds.neutral, ds.index, m.emotions,
+                                            m.intensity_levels, frame_stride=12))
+    assert last["expr_monotonic_control"] == pytest.approx(sep["expr_monotonic_control"], nan_ok=True)
+    assert last["expr_sep/happy/3"] == pytest.approx(sep["expr_sep/happy/3"], rel=1e-4)
     assert meta["expression_validation"]["expr_ratio/mouth"] == pytest.approx(direct["expr_ratio/mouth"])
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "expression amplitude ratios at step 6" in log and "Emo-Acc-LM" in log

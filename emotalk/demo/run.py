@@ -3,11 +3,14 @@
 Stages (each reuses its output when it is already there, so a second run is fast):
 
 1. ``mini``       — generate mead-mini (real photos, TTS speech, ground-truth motion) in MEAD's layout;
-2. ``preprocess`` — the real preprocessing pipeline → processed clips (phoneme features, dlib landmarks);
-3. ``landmark``   — train G_L with ``configs/landmark/tiny.yaml``;
-4. ``texture``    — train G_T with ``configs/texture/tiny.yaml``;
-   ``classifier`` — train the landmark-geometry emotion classifier behind Emo-Acc-LM
-   (``configs/emotion/landmark-tiny.yaml``, training subjects only, seconds);
+2. ``preprocess`` — the real preprocessing pipeline → processed clips (phoneme features, dlib landmarks and
+   mead-mini's exact ones beside them, the *true track*);
+3. ``classifier`` — train the landmark-geometry emotion classifier behind Emo-Acc-LM
+   (``configs/emotion/landmark-tiny.yaml``, training subjects, seconds) on dlib's landmarks, as it reads them;
+   ``landmark``   — train G_L with ``configs/landmark/tiny-exact.yaml`` on the true track (dlib misreads the
+   lids of the faces with glasses); its validation logs Emo-Acc-LM with that classifier (issue 12 §3);
+4. ``texture``    — train G_T with ``configs/texture/tiny-exact.yaml`` on the same track as G_L (a G_T that
+   learnt dlib's brows under-moves them when the exact-trained G_L drives it), else ``configs/texture/tiny.yaml``;
 5. ``generate``   — one held-out identity, one sentence that is not in the training data, several emotions,
    one blend and the warp baseline (one-shot fine-tuning on the held-out photo each time);
 6. ``emotions``   — the report's emotions panel: the held-out identity and the public-domain photo in every
@@ -41,6 +44,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -49,6 +53,7 @@ import cv2
 import numpy as np
 
 from emotalk.config import load_config
+from emotalk.data.datasets.landmark import has_true_track
 from emotalk.data.io.checkpoint import latest_checkpoint
 from emotalk.data.io.clip import load_subject, subject_path
 from emotalk.data.io.media import load_audio, write_wav
@@ -219,16 +224,35 @@ class Demo:
                                      progress=self.o.progress)
         return {"output": str(self.processed_dir), "summary": str(summary)}
 
+    def landmark_stage(self) -> tuple[str, str, list[str]]:
+        """``(config, run name, overrides)`` of G_L: ``landmark/tiny-exact`` when the clips have a true track
+        (mead-mini's always do), else ``landmark/tiny``; Emo-Acc-LM's classifier once trained; user's last."""
+        config = "landmark/tiny-exact" if has_true_track(self.processed_dir) else "landmark/tiny"
+        classifier = self.checkpoints / "landmark_emotion"
+        extra = ([f"validation.landmark_emotion_classifier={classifier}"]
+                 if latest_checkpoint(classifier / "checkpoints") is not None else [])
+        return config, "landmark", extra + self.o.landmark_overrides
+
+    def texture_stage(self) -> tuple[str, str, list[str]]:
+        """``(config, run name, overrides)`` of G_T: ``texture/tiny-exact`` exactly when G_L trains on the true
+        track (:meth:`landmark_stage`), so that G_T learns the landmark motion G_L will ask of it."""
+        exact = self.landmark_stage()[0] == "landmark/tiny-exact"
+        return ("texture/tiny-exact" if exact else "texture/tiny"), "texture", self.o.texture_overrides
+
     def _train(self, config: str, name: str, overrides: list[str], splits: dict) -> dict:
         run = self.checkpoints / name
         base = [f"data.root={self.processed_dir}", f"train.run_dir={run}",
                 f"data.train_subjects=[{', '.join(splits['train'])}]",
                 f"data.val_subjects=[{', '.join(splits['test'])}]", f"train.progress={str(self.o.progress).lower()}"]
         resume = str(run) if latest_checkpoint(run / "checkpoints") is not None else None
-        if resume:  # an interrupted earlier attempt: continue it exactly
-            train_from_config(None, overrides, resume=resume)
-        else:
-            train_from_config(config, base + overrides)
+        with warnings.catch_warnings():
+            # the demo's configs choose their losses (texture/tiny: no perceptual loss) and the run's log.txt
+            # names the choice; the warning is for users who pick such a loss themselves
+            warnings.filterwarnings("ignore", message="perceptual loss: ", category=UserWarning)
+            if resume:  # an interrupted earlier attempt: continue it exactly
+                train_from_config(None, overrides, resume=resume)
+            else:
+                train_from_config(config, base + overrides)
         return {"output": str(run)}
 
     def generate(self, splits: dict) -> dict:
@@ -338,10 +362,11 @@ class Demo:
         mini = self._stage("mini", self.make_mini)
         splits = mini["splits"]
         self._stage("preprocess", self.preprocess)
-        self._stage("landmark", lambda: self._train("landmark/tiny", "landmark", self.o.landmark_overrides, splits))
-        self._stage("texture", lambda: self._train("texture/tiny", "texture", self.o.texture_overrides, splits))
+        # the classifier first: G_L's validation measures Emo-Acc-LM on its raw landmarks with it
         with torch_threads(1):  # a 2-layer MLP: a second thread only waits at the barrier (emotalk.demo.forked)
             self._stage("classifier", lambda: self._train("emotion/landmark-tiny", "landmark_emotion", [], splits))
+        self._stage("landmark", lambda: self._train(*self.landmark_stage(), splits))
+        self._stage("texture", lambda: self._train(*self.texture_stage(), splits))
         remember_checkpoints(self.checkpoints)  # so 'emotalk generate' finds these models without flags
         gen = self._stage("generate", lambda: self.generate(splits))
         emo = self._stage("emotions", lambda: self.emotion_panels(splits)) if self.o.emotion_panel else None

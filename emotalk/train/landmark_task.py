@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emotalk.data.datasets.landmark import LandmarkFrameDataset, dataset_subjects, load_clips, manifest_or_none
+from emotalk.data.datasets.landmark import (TRACKS, LandmarkFrameDataset, dataset_subjects, load_clips,
+                                            manifest_or_none)
 from emotalk.data.datasets.splits import split_subjects
 from emotalk.data.loading import build_model, load_model
 from emotalk.errors import ConfigError
@@ -20,6 +21,7 @@ from emotalk.models.losses.lsgan import lsgan_d_loss, lsgan_g_loss
 from emotalk.models.losses.vertex_loss import vertex_loss
 from emotalk.models.losses.weighted_vertex_loss import NORMS, region_point_weights, weighted_vertex_loss
 from emotalk.train.landmark_faces import face_report, face_summary
+from emotalk.train.landmark_intensity import control_report, control_separation
 from emotalk.train.landmark_validation import (LandmarkValidationConfig, amplitude_report, clip_amplitude,
                                                expression_summary, landmark_emotion_accuracy, predict_clips,
                                                real_clip_amplitudes, reference_amplitudes)
@@ -35,6 +37,10 @@ class LandmarkDataConfig:
     val_fraction: float = 0.1
     graph_input: str = "subject"  # subject: X = subject's aligned neutral face; template: canonical face
     max_clips: int = 0  # 0 = all
+    # which landmark track is X and X^ (data/datasets/landmark.py): "detected" (the face tracker's, as for real
+    # MEAD) | "exact" (the clips' true track: mead-mini's generator landmarks, stored beside the detected ones
+    # by preprocessing); the held-out validation then measures against the same track
+    track: str = "detected"
 
 
 @dataclass
@@ -74,6 +80,8 @@ class LandmarkTrainConfig:
     def validate(self) -> None:
         if min(self.loss.lambda_ver, self.loss.lambda_gan, self.loss.lambda_amplitude) < 0:
             raise ConfigError("loss.lambda_ver, loss.lambda_gan and loss.lambda_amplitude must be >= 0")
+        if self.data.track not in TRACKS:
+            raise ConfigError(f"data.track must be one of {list(TRACKS)}, got {self.data.track!r}")
         if self.loss.vertex_norm not in NORMS:
             raise ConfigError(f"loss.vertex_norm must be one of {list(NORMS)}, got {self.loss.vertex_norm!r}")
         try:
@@ -91,6 +99,8 @@ class LandmarkTrainConfig:
                               f"got {self.loss.amplitude_warmup}")
         if self.validation.expression_frame_stride < 1:
             raise ConfigError("validation.expression_frame_stride must be >= 1 (1 = every frame)")
+        if self.validation.intensity_control_stride < 0:
+            raise ConfigError("validation.intensity_control_stride must be >= 0 (0 = not measured)")
         if self.validation.expression_every < 0:
             raise ConfigError("validation.expression_every must be >= 0 (0 = at every validation)")
 
@@ -143,12 +153,13 @@ class LandmarkTask(Task):
                                            split=d.split, root=d.root)
             m = self.cfg.model
             train = LandmarkFrameDataset(load_clips(d.root, train_s, d.max_clips), m.emotions,
-                                         m.intensity_levels, d.graph_input)
+                                         m.intensity_levels, d.graph_input, d.track)
             lo = self.cfg.loss
             if lo.mask_blinks or (lo.lambda_amplitude > 0 and lo.amplitude_target == "clip"):
                 train = EyeAwareFrames(train)
             val_clips = load_clips(d.root, val_s) if val_s else []
-            val = LandmarkFrameDataset(val_clips, m.emotions, m.intensity_levels, d.graph_input) if val_s else None
+            val = (LandmarkFrameDataset(val_clips, m.emotions, m.intensity_levels, d.graph_input, d.track)
+                   if val_s else None)
             self._val_clip_subjects = [c.subject for c in val_clips]  # by clip id: the per-face breakdown
             self._datasets = (train, val)
             self.subjects = {"train": train_s, "val": val_s}
@@ -169,7 +180,7 @@ class LandmarkTask(Task):
         train, val = self.build_datasets()
         log(f"landmark data: {len(train)} train frames ({len(self.subjects['train'])} subjects), "
             f"{len(val) if val else 0} val frames ({len(self.subjects['val'])} subjects); "
-            f"features W={self.cfg.model.window} D={self.cfg.model.feature_dim}")
+            f"features W={self.cfg.model.window} D={self.cfg.model.feature_dim}; landmark track: {self.cfg.data.track}")
 
     def train_step(self, batch, ctx):
         G = ctx.models["generator"]
@@ -274,12 +285,16 @@ class LandmarkTask(Task):
                                    subject=c.subject) for c in clips]
             numbers = amplitude_report(amps, reference=self._reference_amplitudes())
             numbers.update(face_report(amps, self._reference_amplitudes()))
+            if v.intensity_control_stride:
+                numbers.update(control_report(control_separation(
+                    ctx.raw["generator"], val.audio, val.emotion, val.neutral, val.index, m.emotions,
+                    m.intensity_levels, v.intensity_control_stride)))
             clf = self._landmark_classifier()
             if clf is not None:
                 numbers.update(landmark_emotion_accuracy(clf.module, clf.meta.emotions, clips))
             self._expression_numbers = (ctx.step_index, numbers)
             if self._log is not None:
-                self._log(expression_summary(step, numbers))
+                self._log(expression_summary(step, numbers, track=self.cfg.data.track))
                 faces = face_summary(numbers)
                 if faces:
                     self._log(faces)
@@ -309,8 +324,8 @@ class LandmarkTask(Task):
         manifest = manifest_or_none(self.cfg.data.root)
         meta = {"feature_kind": manifest.feature_kind if manifest else "unknown",
                 "feature_dim": int(train.feature_dim), "window": int(train.window),
-                "fps": manifest.fps if manifest else 30.0, "subjects": self.subjects}
+                "fps": manifest.fps if manifest else 30.0, "subjects": self.subjects, "track": self.cfg.data.track}
         step, numbers = self._expression_numbers
         if step is not None:  # the latest held-out expression numbers travel with the checkpoint
-            meta["expression_validation"] = {"step": step + 1, **numbers}
+            meta["expression_validation"] = {"step": step + 1, "track": self.cfg.data.track, **numbers}
         return meta

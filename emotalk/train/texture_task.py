@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from emotalk.data.datasets.augment import ColorAugmentConfig, augment_consistent
-from emotalk.data.datasets.landmark import dataset_subjects, manifest_or_none
+from emotalk.data.datasets.landmark import TRACKS, dataset_subjects, manifest_or_none
 from emotalk.data.datasets.splits import split_subjects
 from emotalk.data.datasets.texture import TextureFrameDataset
 from emotalk.data.face.background import estimate_background_from_references
@@ -58,6 +58,10 @@ class TextureDataConfig:
     val_max_frames: int = 256  # evenly spaced validation frames
     cache_clips: int = 16  # decoded clips kept per data-loader process
     augment: ColorAugmentConfig = field(default_factory=ColorAugmentConfig)
+    # which crop landmarks are G and G' (data/datasets/texture.py): "detected" (the face tracker's, as for real
+    # MEAD) | "exact" (the clips' true track in crop pixels: mead-mini's generator landmarks, stored beside the
+    # detected ones by preprocessing; for a G_T driven by a G_L trained on that track)
+    track: str = "detected"
 
 
 @dataclass
@@ -123,6 +127,8 @@ class TextureTrainConfig:
     cpu_precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
     def validate(self) -> None:
+        if self.data.track not in TRACKS:
+            raise ConfigError(f"data.track must be one of {list(TRACKS)}, got {self.data.track!r}")
         if self.cpu_precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"cpu_precision must be auto, fp32 or bf16, got {self.cpu_precision!r}")
         lo = self.loss
@@ -186,7 +192,7 @@ class TextureTask(Task):
             train_s, val_s = split_subjects(subjects, d.train_subjects, d.val_subjects, d.val_fraction,
                                            split=d.split, root=d.root)
             common = dict(image_size=m.image_size, emotions=m.emotions, intensity_levels=m.intensity_levels,
-                          cache_clips=d.cache_clips)
+                          cache_clips=d.cache_clips, track=d.track)
             train = TextureFrameDataset(d.root, train_s, frame_stride=d.frame_stride, max_clips=d.max_clips,
                                         **common)
             if len(train) == 0:

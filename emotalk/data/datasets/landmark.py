@@ -8,9 +8,15 @@ Each item is one video frame ``t`` of one clip::
     target   (68, 2)    ground truth X^ = X + (landmarks[t] - template)
 
 All clips are loaded into memory once (landmarks and features are small).
+
+``track`` chooses which landmark track of the clips is X and X^: ``detected`` (the clips' ``landmarks`` /
+``neutral_landmarks``: what the face tracker read, as for real MEAD) or ``exact`` (``true_landmarks`` /
+``true_neutral_landmarks``: mead-mini's exact generator landmarks, see :mod:`emotalk.data.io.clip`; a clip
+preprocessed with ``--landmarks sidecar`` has its exact landmarks in the main track and uses those).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +43,43 @@ def load_clips(root: str | Path, subjects: Sequence[str] | None = None, max_clip
     return [load_clip(p) for p in paths]
 
 
+#: the landmark tracks a clip can give G_L (``data.track``)
+TRACKS = ("detected", "exact")
+
+
+def clip_track(clip: Clip, track: str = "detected") -> tuple[np.ndarray, np.ndarray]:
+    """``(landmarks (T, 68, 2), neutral (68, 2))`` of one clip's ``track`` (module docstring); a clip without
+    a true track raises :class:`DataError` saying what to do."""
+    if track not in TRACKS:
+        raise DataError(f"data.track must be one of {list(TRACKS)}, got {track!r}")
+    if track == "detected":
+        return clip.landmarks, clip.neutral_landmarks
+    if clip.has_true_track:
+        return clip.true_landmarks, clip.true_neutral_landmarks
+    if clip.extra.get("landmarks_source") == "sidecar":  # preprocessed on the exact landmarks already
+        return clip.landmarks, clip.neutral_landmarks
+    raise DataError(f"clip {clip.subject}/{clip.clip_id} has no true landmark track (data.track=exact): only "
+                    f"mead-mini clips preprocessed with their ground-truth sidecars (<NNN>.landmarks.npz beside "
+                    f"the video; emotalk preprocess --dataset mead-mini, this version or later) have one. "
+                    f"Re-run preprocessing into a new folder, or train with data.track=detected")
+
+
+def has_true_track(root: str | Path) -> bool:
+    """Whether the first processed clip under ``root`` has a true landmark track (or exact main landmarks),
+    reading only its entry names and metadata (not frames): how the demo decides ``data.track``."""
+    paths = list_clips(root)
+    if not paths:
+        return False
+    try:
+        with np.load(paths[0], allow_pickle=False) as z:
+            if "true_landmarks" in z.files and "true_neutral_landmarks" in z.files:
+                return True
+            extra = json.loads(z["extra_json"].item()) if "extra_json" in z.files else {}
+    except (OSError, ValueError, KeyError):
+        return False
+    return extra.get("landmarks_source") == "sidecar"
+
+
 def dataset_subjects(root: str | Path) -> list[str]:
     clips_dir = Path(root) / "clips"
     if not clips_dir.is_dir():
@@ -49,9 +92,10 @@ def dataset_subjects(root: str | Path) -> list[str]:
 
 class LandmarkFrameDataset(Dataset):
     def __init__(self, clips: Sequence[Clip], emotions: Sequence[str] = EMOTIONS,
-                 intensity_levels: int = INTENSITY_LEVELS, graph_input: str = "subject"):
+                 intensity_levels: int = INTENSITY_LEVELS, graph_input: str = "subject", track: str = "detected"):
         if graph_input not in ("subject", "template"):
             raise DataError(f"graph_input must be 'subject' or 'template', got {graph_input!r}")
+        self.track = track
         template = canonical_template()
         audio, emo, neutral, target, index = [], [], [], [], []
         dims = set()
@@ -59,13 +103,14 @@ class LandmarkFrameDataset(Dataset):
             if not trains_on(c.emotion, emotions):
                 continue  # e.g. the paper's 6-emotion setting skips contempt clips (neutral: zero emotion part)
             dims.add(c.audio_features.shape[1:])
-            x = template if graph_input == "template" else c.neutral_landmarks
+            landmarks, own_neutral = clip_track(c, track)
+            x = template if graph_input == "template" else own_neutral
             level = control_level(c.intensity, intensity_levels)
             vec = emotion_vector(c.emotion, level, emotions, intensity_levels)
             audio.append(c.audio_features.astype(np.float32))
             emo.append(np.repeat(vec[None], c.num_frames, 0))
             neutral.append(np.repeat(x[None].astype(np.float32), c.num_frames, 0))
-            target.append((x[None] + (c.landmarks - template[None])).astype(np.float32))
+            target.append((x[None] + (landmarks - template[None])).astype(np.float32))
             index.append(np.stack([np.full(c.num_frames, ci), np.arange(c.num_frames)], 1))
         if len(dims) > 1:
             raise DataError(f"clips have different feature window shapes {sorted(dims)}; preprocess every "

@@ -16,9 +16,16 @@ three byte ranges of its file (its two JPEG offsets, its landmark row, its JPEG 
 finds where each array's data starts): with frames shuffled across thousands of clips a whole-clip cache
 would almost never hit at MEAD scale and every frame would cost a whole clip's read. Clips written
 otherwise (compressed) fall back to reading whole arrays through a small per-process LRU cache of clips.
+
+``track`` chooses the landmarks of G and G': ``detected`` (``crop_landmarks``: the face tracker's, as for real
+MEAD) or ``exact`` (``true_crop_landmarks`` of the clips and of the subject references: mead-mini's generator
+landmarks in the same crop pixels, see :mod:`emotalk.data.io.clip`; clips preprocessed with ``--landmarks
+sidecar`` have them in ``crop_landmarks`` already). Why exact: the demo's G_L learns the exact track, and a G_T
+that learnt dlib's reading of brows and lids moves them less than that G_L asks (the frames are the same).
 """
 from __future__ import annotations
 
+import json
 import struct
 import zipfile
 from collections import OrderedDict
@@ -29,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from emotalk.data.datasets.landmark import TRACKS
 from emotalk.data.io.clip import list_clips, load_subject, subject_path
 from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, control_level, emotion_vector, trains_on
 from emotalk.errors import DataError
@@ -56,6 +64,13 @@ def from_tensor_image(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) in [-1, 1] -> (H, W, 3) uint8 RGB."""
     x = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
     return x.permute(1, 2, 0).cpu().numpy()
+
+
+def _no_true_track(what: str) -> DataError:
+    return DataError(f"{what} has no true landmark track in crop pixels (data.track=exact): only mead-mini "
+                     f"clips preprocessed with their ground-truth sidecars (<NNN>.landmarks.npz beside the "
+                     f"video) by this version or later have one. Re-run preprocessing into a new folder, or "
+                     f"train with data.track=detected")
 
 
 def _read_keys(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -114,8 +129,12 @@ class TextureFrameDataset(Dataset):
 
     def __init__(self, root: str | Path, subjects: Sequence[str] | None = None, image_size: int = 256,
                  emotions: Sequence[str] = EMOTIONS, intensity_levels: int = INTENSITY_LEVELS,
-                 frame_stride: int = 1, max_clips: int = 0, max_frames: int = 0, cache_clips: int = 16):
+                 frame_stride: int = 1, max_clips: int = 0, max_frames: int = 0, cache_clips: int = 16,
+                 track: str = "detected"):
+        if track not in TRACKS:
+            raise DataError(f"data.track must be one of {list(TRACKS)}, got {track!r}")
         self.root = Path(root)
+        self.track = track
         self.image_size = int(image_size)
         self.emotions, self.intensity_levels = tuple(emotions), int(intensity_levels)
         self.cache_clips = max(1, int(cache_clips))
@@ -132,11 +151,22 @@ class TextureFrameDataset(Dataset):
         self.clips: list[dict] = []
         index = []
         skipped_no_frames = 0
+        missing: list[str] = []  # exact track: clips without it
+        self._subject_key: dict[str, str] = {}  # subject -> the array of its reference's landmarks
         for p in paths:
-            meta = _read_keys(p, ("frames_offsets", "crop_landmarks", "emotion", "intensity", "subject"))
+            meta = _read_keys(p, ("frames_offsets", "crop_landmarks", "emotion", "intensity", "subject")
+                              + (("true_crop_landmarks", "extra_json") if track == "exact" else ()))
             if "frames_offsets" not in meta or "crop_landmarks" not in meta:
                 skipped_no_frames += 1
                 continue
+            key = "crop_landmarks"
+            if track == "exact":
+                extra = json.loads(meta["extra_json"].item()) if "extra_json" in meta else {}
+                if "true_crop_landmarks" in meta:
+                    key = "true_crop_landmarks"
+                elif extra.get("landmarks_source") != "sidecar":  # sidecar mode: exact in the main track
+                    missing.append(f"{p.parent.name}/{p.stem}")
+                    continue
             emotion = str(meta["emotion"].item()) if "emotion" in meta else "neutral"
             if not trains_on(emotion, self.emotions):
                 continue
@@ -144,10 +174,13 @@ class TextureFrameDataset(Dataset):
             subject = str(meta["subject"].item()) if "subject" in meta else p.parent.name
             T = int(meta["crop_landmarks"].shape[0])
             ci = len(self.clips)
-            self.clips.append({"path": p, "subject": subject, "num_frames": T,
+            self._subject_key.setdefault(subject, key)
+            self.clips.append({"path": p, "subject": subject, "num_frames": T, "landmarks_key": key,
                                "emotion": emotion_vector(emotion, level, self.emotions, intensity_levels)})
             ts = np.arange(0, T, max(1, int(frame_stride)))
             index.append(np.stack([np.full(len(ts), ci), ts], 1))
+        if missing:
+            raise _no_true_track(f"{self.root}: {len(missing)} clip(s), e.g. {missing[0]},")
         if paths and not self.clips:
             why = (f"{skipped_no_frames} clips have no frames (a landmark-only dataset)" if skipped_no_frames
                    else f"no clip has an emotion in {list(self.emotions)}")
@@ -173,11 +206,11 @@ class TextureFrameDataset(Dataset):
         if hit is not None:
             self._cache.move_to_end(ci)
             return hit
-        p = self.clips[ci]["path"]
-        arrays = _read_keys(p, ("frames_jpeg", "frames_offsets", "crop_landmarks"))
+        p, key = self.clips[ci]["path"], self.clips[ci]["landmarks_key"]
+        arrays = _read_keys(p, ("frames_jpeg", "frames_offsets", key))
         if len(arrays) < 3:
-            raise DataError(f"{p}: has no frames any more; re-run preprocessing")
-        arrays["crop_landmarks"] = arrays["crop_landmarks"].astype(np.float32)
+            raise DataError(f"{p}: has no frames (or no {key}) any more; re-run preprocessing")
+        arrays["landmarks"] = arrays.pop(key).astype(np.float32)
         self._cache[ci] = arrays
         while len(self._cache) > self.cache_clips:
             self._cache.popitem(last=False)
@@ -190,7 +223,12 @@ class TextureFrameDataset(Dataset):
                 raise DataError(f"{path}: subject {subject!r} has no neutral reference (the identity image "
                                 f"G_T needs); re-run preprocessing for this subject")
             ref = load_subject(path)
-            img, lm = resize_crop(np.asarray(ref.image), ref.crop_landmarks, self.image_size)
+            ref_lm = ref.crop_landmarks
+            if self._subject_key.get(subject, "crop_landmarks") == "true_crop_landmarks":
+                if ref.true_crop_landmarks is None:
+                    raise _no_true_track(f"{path} (the reference of subject {subject!r})")
+                ref_lm = ref.true_crop_landmarks
+            img, lm = resize_crop(np.asarray(ref.image), ref_lm, self.image_size)
             self._subjects[subject] = (to_tensor_image(img), torch.from_numpy(lm))
         return self._subjects[subject]
 
@@ -206,18 +244,19 @@ class TextureFrameDataset(Dataset):
 
     def _frame_bytes(self, ci: int, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame ``t``'s JPEG bytes and landmarks: byte ranges of the clip file, else whole arrays."""
-        keys = ("frames_jpeg", "frames_offsets", "crop_landmarks")
+        key = self.clips[ci]["landmarks_key"]
+        keys = ("frames_jpeg", "frames_offsets", key)
         if ci not in self._layouts:
             self._layouts[ci] = stored_layout(self.clips[ci]["path"], keys)
         layout = self._layouts[ci]
         if layout is None:
             a = self._clip_arrays(ci)
             lo, hi = int(a["frames_offsets"][t]), int(a["frames_offsets"][t + 1])
-            return a["frames_jpeg"][lo:hi], a["crop_landmarks"][t]
+            return a["frames_jpeg"][lo:hi], a["landmarks"][t]
         try:
             with open(self.clips[ci]["path"], "rb") as f:
                 lo, hi = (int(v) for v in _read_rows(f, layout["frames_offsets"], t, 2))
-                lm = _read_rows(f, layout["crop_landmarks"], t, 1)[0]
+                lm = _read_rows(f, layout[key], t, 1)[0]
                 jpeg = _read_rows(f, layout["frames_jpeg"], lo, hi - lo)
         except FileNotFoundError:
             raise DataError(f"{self.clips[ci]['path']}: clip file not found") from None

@@ -13,6 +13,17 @@ one unit apart). Per-frame landmarks are stored *retargeted* onto the canonical 
 speech/emotion displacements independent of the subject's face shape; ``neutral_landmarks`` keeps the
 subject's own similarity-aligned neutral geometry, which is G_L's input graph X.
 
+A clip may carry a second, optional landmark track, ``true_landmarks`` / ``true_neutral_landmarks``: the
+same quantities (same canonical space, same retargeting) computed from landmarks that are known exactly
+instead of detected — today only mead-mini's generator sidecars (:mod:`emotalk.data.preprocess.clip_analysis`).
+Why two tracks: dlib misreads some faces (mead-mini's subjects with glasses: ~0.35 of the true lid motion),
+so G_L is better trained and judged on the exact track, while the landmark emotion classifier, which later
+reads dlib's re-detections of rendered frames, must keep dlib's reading. Its neutral face follows the same
+rule as the detected one, on the true landmarks (see there). ``true_crop_landmarks`` is the same track in
+crop pixels (the clip's one crop, as ``crop_landmarks``; the subject reference has its reference frame's):
+G_T's graphs when it trains with ``data.track: exact`` — a G_T trained on dlib's lids and brows but driven
+by an exact-trained G_L transfers less of the expression than the warp baseline (the demo's brows: 0.88).
+
 Every array is a plain numpy array (strings as 0-d unicode arrays), so files load with
 ``allow_pickle=False``. Frames are stored as concatenated JPEG bytes plus offsets for random access.
 """
@@ -55,6 +66,15 @@ class Clip:
     audio: np.ndarray | None = None  # (S,) int16 mono
     sample_rate: int = 16000
     extra: dict = field(default_factory=dict)  # free-form JSON metadata (sentence id, source files, ...)
+    # --- optional exact ("true") landmark track, same conventions as landmarks / neutral_landmarks ---
+    true_landmarks: np.ndarray | None = None  # (T, 68, 2) float32, canonical space, retargeted
+    true_neutral_landmarks: np.ndarray | None = None  # (68, 2) float32, aligned neutral face (same rule)
+    #: (T, 68, 2) float32: the true track in crop pixels (the same crop as ``crop_landmarks``), for G_T
+    true_crop_landmarks: np.ndarray | None = None
+
+    @property
+    def has_true_track(self) -> bool:
+        return self.true_landmarks is not None and self.true_neutral_landmarks is not None
 
     @property
     def num_frames(self) -> int:
@@ -96,7 +116,19 @@ class Clip:
         if self.frames_offsets is not None and self.frames_offsets.shape != (T + 1,):
             raise DataError(f"{name}: frames_offsets must have {T + 1} entries for {T} frames, "
                             f"got {self.frames_offsets.shape[0]} (mismatched lengths)")
-        for key in ("landmarks", "neutral_landmarks", "audio_features", "crop_landmarks"):
+        if (self.true_landmarks is None) != (self.true_neutral_landmarks is None):
+            raise DataError(f"{name}: true_landmarks and true_neutral_landmarks come together (the track and "
+                            f"its neutral face); re-run preprocessing for this clip")
+        if self.true_landmarks is not None and self.true_landmarks.shape != (T, 68, 2):
+            raise DataError(f"{name}: true_landmarks must have shape ({T}, 68, 2), "
+                            f"got {self.true_landmarks.shape} (mismatched lengths)")
+        if self.true_neutral_landmarks is not None and self.true_neutral_landmarks.shape != (68, 2):
+            raise DataError(f"{name}: true_neutral_landmarks must have shape (68, 2), "
+                            f"got {self.true_neutral_landmarks.shape}")
+        if self.true_crop_landmarks is not None and self.true_crop_landmarks.shape != (T, 68, 2):
+            raise DataError(f"{name}: true_crop_landmarks must have shape ({T}, 68, 2), "
+                            f"got {self.true_crop_landmarks.shape} (mismatched lengths)")
+        for key in _FLOAT_ARRAYS:
             arr = getattr(self, key)
             if arr is not None and not np.isfinite(arr).all():
                 raise DataError(f"{name}: {key} contains NaN or infinite values")
@@ -105,7 +137,10 @@ class Clip:
 
 
 _ARRAYS = ("landmarks", "neutral_landmarks", "audio_features", "crop_landmarks", "frames_jpeg",
-           "frames_offsets", "audio")
+           "frames_offsets", "audio", "true_landmarks", "true_neutral_landmarks", "true_crop_landmarks")
+#: the float32 arrays (checked finite, converted on load)
+_FLOAT_ARRAYS = ("landmarks", "neutral_landmarks", "audio_features", "crop_landmarks", "true_landmarks",
+                 "true_neutral_landmarks", "true_crop_landmarks")
 _SCALARS = ("emotion", "intensity", "fps", "subject", "clip_id", "feature_kind", "dataset", "sample_rate")
 
 
@@ -182,7 +217,7 @@ def load_clip(path: str | Path, validate: bool = True) -> Clip:
     kwargs.setdefault("feature_kind", "unknown")
     kwargs.setdefault("intensity", 1)
     kwargs["extra"] = json.loads(data["extra_json"].item()) if "extra_json" in data else {}
-    for k in ("landmarks", "neutral_landmarks", "audio_features", "crop_landmarks"):
+    for k in _FLOAT_ARRAYS:
         if k in kwargs:
             kwargs[k] = kwargs[k].astype(np.float32, copy=False)
     clip = Clip(**kwargs)
@@ -199,21 +234,38 @@ class SubjectReference:
     image: np.ndarray  # (S, S, 3) uint8 face crop, neutral expression, closed mouth if possible
     crop_landmarks: np.ndarray  # (68, 2) float32, pixels in the crop
     neutral_landmarks: np.ndarray  # (68, 2) float32, canonical space (similarity-aligned)
+    #: (68, 2) float32: the same neutral face on the clips' optional true track (None: no true track)
+    true_neutral_landmarks: np.ndarray | None = None
+    #: (68, 2) float32: the reference frame's true landmarks in crop pixels (G_T's graph G on the true track)
+    true_crop_landmarks: np.ndarray | None = None
+
+
+#: a subject reference's optional true-track arrays
+_SUBJECT_TRUE = ("true_neutral_landmarks", "true_crop_landmarks")
 
 
 def save_subject(ref: SubjectReference, path: str | Path) -> None:
+    for k in _SUBJECT_TRUE:
+        v = getattr(ref, k)
+        if v is not None and np.shape(v) != (68, 2):
+            raise DataError(f"subject {ref.subject}: {k} must have shape (68, 2), got {np.shape(v)}")
+    true = {k: np.asarray(getattr(ref, k), np.float32) for k in _SUBJECT_TRUE if getattr(ref, k) is not None}
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, subject=np.array(ref.subject), image=ref.image.astype(np.uint8),
                      crop_landmarks=ref.crop_landmarks.astype(np.float32),
-                     neutral_landmarks=ref.neutral_landmarks.astype(np.float32))
+                     neutral_landmarks=ref.neutral_landmarks.astype(np.float32), **true)
 
 
 def load_subject(path: str | Path) -> SubjectReference:
     with _open_npz(path, "subject reference not found; re-run preprocessing", "subject reference") as z:
+        true = {k: z[k].astype(np.float32) for k in _SUBJECT_TRUE if k in z.files}
+        for k, v in true.items():
+            if v.shape != (68, 2):
+                raise DataError(f"{path}: {k} must have shape (68, 2), got {v.shape}; re-run preprocessing")
         return SubjectReference(subject=str(z["subject"].item()), image=z["image"],
                                 crop_landmarks=z["crop_landmarks"].astype(np.float32),
-                                neutral_landmarks=z["neutral_landmarks"].astype(np.float32))
+                                neutral_landmarks=z["neutral_landmarks"].astype(np.float32), **true)
 
 
 @dataclass

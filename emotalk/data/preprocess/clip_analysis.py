@@ -7,7 +7,12 @@ Per clip (:func:`analyze_clip` then :func:`build_clip`):
 2. pass 1: decode greyscale frames at ``fps`` (30; ffmpeg's fps filter resamples other rates) and track
    68 landmarks (:mod:`emotalk.data.face.track`: detect once, fit per frame, re-detect when lost,
    temporal smoothing) — or, with ``landmark_source="sidecar"``, read mead-mini's ground-truth
-   ``<NNN>.landmarks.npz`` beside the video (clips without one are tracked as usual);
+   ``<NNN>.landmarks.npz`` beside the video (clips without one are tracked as usual). When tracking, a clip
+   with such a sidecar also gets the optional *true track* (``Clip.true_landmarks``): the sidecar's
+   landmarks aligned and retargeted exactly like the detected ones, with a neutral face chosen by the same
+   rule (below), and the sidecar's landmarks in crop pixels (``true_crop_landmarks``, the same crop) — for G_L
+   and G_T with ``data.track: exact``; no detection: ~9 ms of CPU a clip (reading the
+   sidecar, aligning; measured on a loaded machine): 3.4 s of CPU for the demo's 384 clips, over 2 workers;
 3. similarity-align every frame to the canonical template (:mod:`emotalk.data.face.alignment`) and retarget
    onto it with the subject's neutral face: ``landmarks = template + (aligned - aligned_neutral)``;
 4. one fixed face crop per clip (the similarity that puts the clip's *median* face upright at the
@@ -24,11 +29,23 @@ median. A subject without any usable neutral clip falls back to *each clip's own
 neutral face (``extra["neutral"] = "first_frame"``), with the reference image taken from the first frame
 of its first clip.
 
+The true track's neutral comes from the same neutral clip by the same rule, applied to its true landmarks
+(:func:`true_neutral_from_analysis`; the subject reference carries it). Why not the generator's rest face
+(the sidecar's ``neutral_landmarks``): the closed-mouth frames of neutral *speech* are not the rest face —
+mead-mini's lips "relax shut" in pauses whatever gap the photo shows, so for the astronaut subjects (parted
+lips at rest) the two differ by up to 0.085 eye distances on the inner lips (brows and eyes: identical).
+With the rest face, speech displacements depend on the identity's lip gap: G_L trained so (demo data, 800
+steps) carried 0.80-0.86 of the held-out mouth amplitude in contempt, happy and neutral against >= 0.88 with
+this rule, and every other track (G_T's, the classifier's) uses this rule.
+
 The dataset-level run (subjects' neutral references first, then every clip, in parallel workers,
 resumable) is :mod:`emotalk.data.preprocess.pipeline`.
+
+(Over 400 lines on purpose: one clip's whole path, sidecars included, reads in order in one module.)
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +65,8 @@ from emotalk.models.face_graph import mouth_opening
 from emotalk.data.preprocess.readers import ClipRecord
 from emotalk.data.parallel import worker_cached
 from emotalk.errors import DataError, EmotalkError, InputError, MissingWeightsError, NoFaceError
+
+logger = logging.getLogger(__name__)
 
 #: Skip reasons written to report.jsonl and counted in the summary.
 REASONS = ("bad name", "corrupt video", "missing audio", "no face", "too short", "missing features",
@@ -124,6 +143,20 @@ def load_sidecar_landmarks(path: Path, fps: float) -> np.ndarray:
     return lm
 
 
+def _true_track_source(video: Path, fps: float) -> tuple[np.ndarray | None, str]:
+    """``(pixel landmarks, note)`` of a tracked clip's sidecar for its true track, or ``(None, why not)``: a
+    clip without a usable sidecar simply has no true track (G_L with ``data.track: exact`` then names it),
+    it is not a failed clip."""
+    path = sidecar_path(video)
+    if not path.is_file():
+        return None, "no sidecar"
+    try:
+        return load_sidecar_landmarks(path, fps), "sidecar"
+    except ClipFailure as e:
+        logger.warning("%s; the clip gets no true landmark track", e)
+        return None, f"unusable sidecar: {e}"
+
+
 # ==================================================================================================
 # one clip
 # ==================================================================================================
@@ -140,6 +173,8 @@ class ClipAnalysis:
     audio: np.ndarray  # (S,) int16
     features: np.ndarray  # (T, W, D)
     stats: dict
+    true_aligned: np.ndarray | None = None  # (T, 68, 2) the sidecar's landmarks, similarity-aligned
+    true_crop_landmarks: np.ndarray | None = None  # (T, 68, 2) the sidecar's landmarks in crop pixels (m_crop)
 
 
 def _landmarker(opts: PreprocessOptions):
@@ -261,6 +296,14 @@ def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None 
     if T < opts.min_frames:
         raise ClipFailure("too short", f"{record.video}: {T} frames at {opts.fps:g} fps "
                                        f"(fewer than {opts.min_frames})")
+    true_px = None
+    if opts.landmark_source != "sidecar":  # sidecar mode: the main track is the exact one already
+        true_px, true_note = _true_track_source(Path(record.video), opts.fps)
+        if true_px is not None and abs(len(true_px) - T) > 2:
+            true_note = f"the sidecar has {len(true_px)} frames, the video {T}"
+            logger.warning("%s: %s; the clip gets no true landmark track", record.video, true_note)
+            true_px = None
+        track_stats["true_track"] = true_note
     t1 = time.perf_counter()
 
     # ---- alignment and the fixed crop -----------------------------------------------------------
@@ -299,7 +342,7 @@ def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None 
     if abs(len(crops) - T) > 2 or not crops:
         raise ClipFailure("corrupt video", f"{record.video}: {T} frames in the first decode but {len(crops)} "
                                            f"in the second")
-    T = min(T, len(crops))
+    T = min(T, len(crops), len(true_px) if true_px is not None else T)
     crops = crops[:T]
     landmarks, aligned, crop_landmarks = landmarks[:T], aligned[:T], crop_landmarks[:T]
     jpeg, offsets = encode_frames(crops, quality=opts.jpeg_quality)
@@ -340,45 +383,83 @@ def analyze_clip(record: ClipRecord, opts: PreprocessOptions, root: Path | None 
              "audio_seconds": round(audio_dur, 3), "video_seconds": round(T / opts.fps, 3), **track_stats,
              "seconds": {"landmarks": round(t1 - t0, 3), "crops": round(t2 - t1, 3),
                          "features": round(t3 - t2, 3)}}
-    return ClipAnalysis(record, T, landmarks, aligned, m_crop, crop_landmarks, jpeg, offsets, audio16,
-                        feats, stats)
+    an = ClipAnalysis(record, T, landmarks, aligned, m_crop, crop_landmarks, jpeg, offsets, audio16, feats, stats)
+    if true_px is not None:  # aligned exactly like the detected track (same template, same stable points)
+        an.true_aligned = align_to_template(true_px[:T])[0]
+        an.true_crop_landmarks = apply_similarity(m_crop, true_px[:T]).astype(np.float32)  # the same crop
+    return an
+
+
+def _closed_mouth_neutral(aligned: np.ndarray, closed_fraction: float) -> tuple[np.ndarray, int]:
+    mouth = mouth_opening(aligned)
+    thr = np.quantile(mouth, min(max(closed_fraction, 0.0), 1.0))
+    closed = np.flatnonzero(mouth <= thr + 1e-9)
+    neutral = np.median(aligned[closed], axis=0).astype(np.float32)
+    dist = np.sqrt(((aligned[closed] - neutral) ** 2).sum(-1).mean(-1))
+    return neutral, int(closed[int(np.argmin(dist))])
 
 
 def neutral_from_analysis(an: ClipAnalysis, closed_fraction: float = 0.3) -> tuple[np.ndarray, int]:
     """``(neutral (68, 2), reference frame index)`` of a neutral clip: the median aligned face over its
     closed-mouth frames and the closed-mouth frame closest to that median."""
-    mouth = mouth_opening(an.aligned)
-    thr = np.quantile(mouth, min(max(closed_fraction, 0.0), 1.0))
-    closed = np.flatnonzero(mouth <= thr + 1e-9)
-    neutral = np.median(an.aligned[closed], axis=0).astype(np.float32)
-    dist = np.sqrt(((an.aligned[closed] - neutral) ** 2).sum(-1).mean(-1))
-    return neutral, int(closed[int(np.argmin(dist))])
+    return _closed_mouth_neutral(an.aligned, closed_fraction)
 
 
-def subject_reference(an: ClipAnalysis, neutral: np.ndarray, frame: int) -> SubjectReference:
+def true_neutral_from_analysis(an: ClipAnalysis, closed_fraction: float = 0.3) -> np.ndarray | None:
+    """The same rule on the clip's true track (closed-mouth frames by the true mouth opening); None
+    without one."""
+    return None if an.true_aligned is None else _closed_mouth_neutral(an.true_aligned, closed_fraction)[0]
+
+
+def subject_reference(an: ClipAnalysis, neutral: np.ndarray, frame: int,
+                      closed_fraction: float | None = 0.3) -> SubjectReference:
+    """The subject's reference from its neutral clip (``closed_fraction``: the neutral rule's, for the true
+    track's neutral; None = the first-frame fallback, whose true neutral is the true first frame)."""
     import cv2
 
     a, b = int(an.frames_offsets[frame]), int(an.frames_offsets[frame + 1])
     image = cv2.imdecode(an.frames_jpeg[a:b], cv2.IMREAD_COLOR)[..., ::-1].copy()
+    true = (true_neutral_from_analysis(an, closed_fraction) if closed_fraction is not None
+            else an.true_aligned[0] if an.true_aligned is not None else None)
+    true_crop = None if an.true_crop_landmarks is None else an.true_crop_landmarks[frame].astype(np.float32)
     return SubjectReference(subject=an.record.subject, image=image,
                             crop_landmarks=an.crop_landmarks[frame].astype(np.float32),
-                            neutral_landmarks=np.asarray(neutral, np.float32))
+                            neutral_landmarks=np.asarray(neutral, np.float32), true_neutral_landmarks=true,
+                            true_crop_landmarks=true_crop)
+
+
+def _true_track(an: ClipAnalysis, true_neutral: np.ndarray | None, first_frame: bool) -> tuple[dict, str]:
+    """``Clip`` keyword arguments of the true track (``{}`` without one) and a note for ``extra``."""
+    if an.true_aligned is None:
+        return {}, an.stats.get("true_track", "")
+    if first_frame:  # the fallback of subjects without a neutral clip, as for the detected track
+        true_neutral = an.true_aligned[0]
+    if true_neutral is None:
+        return {}, ("no true neutral face: the subject reference predates the true track; preprocess into a "
+                    "new folder")
+    return {"true_landmarks": retarget(an.true_aligned, true_neutral),
+            "true_neutral_landmarks": np.asarray(true_neutral, np.float32)}, "sidecar"
 
 
 def build_clip(an: ClipAnalysis, neutral: np.ndarray | None, opts: PreprocessOptions,
-               root: Path | None = None, neutral_source: str = "") -> Clip:
-    """The processed :class:`Clip`; ``neutral=None`` uses the clip's own first frame (fallback)."""
+               root: Path | None = None, neutral_source: str = "", true_neutral: np.ndarray | None = None) -> Clip:
+    """The processed :class:`Clip`; ``neutral=None`` uses the clip's own first frame (fallback) for both
+    tracks; ``true_neutral``: the subject's neutral face on the true track (its reference's)."""
     r = an.record
     if neutral is None:
         neutral = an.aligned[0]
         mode = "first_frame"
     else:
         mode = "neutral_clip"
+    true, note = _true_track(an, true_neutral, mode == "first_frame")
     extra = {"sentence": r.sentence, "split": r.split, "video": _rel(r.video, root),
              "neutral": mode, "neutral_source": neutral_source or (r.clip_id if mode == "first_frame" else ""),
              "crop_matrix": np.round(an.crop_matrix, 6).tolist(), **r.extra, **an.stats}
+    if "true_track" in extra:
+        extra["true_track"] = note
     return Clip(landmarks=retarget(an.aligned, neutral), neutral_landmarks=np.asarray(neutral, np.float32),
                 audio_features=an.features.astype(np.float32), emotion=r.emotion, intensity=int(r.intensity),
                 fps=float(opts.fps), subject=r.subject, clip_id=r.clip_id, feature_kind=opts.features,
                 dataset=r.dataset, crop_landmarks=an.crop_landmarks, frames_jpeg=an.frames_jpeg,
-                frames_offsets=an.frames_offsets, audio=an.audio, sample_rate=opts.sample_rate, extra=extra)
+                frames_offsets=an.frames_offsets, audio=an.audio, sample_rate=opts.sample_rate, extra=extra,
+                true_crop_landmarks=an.true_crop_landmarks, **true)

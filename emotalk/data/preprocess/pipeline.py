@@ -82,10 +82,11 @@ def _subject_task(args) -> dict:
             continue
         if mode == "neutral_clip":
             neutral, frame = neutral_from_analysis(an, opts.closed_fraction)
-            ref = subject_reference(an, neutral, frame)
-            clip = build_clip(an, neutral, opts, root, neutral_source=record.clip_id)
+            ref = subject_reference(an, neutral, frame, opts.closed_fraction)
+            clip = build_clip(an, neutral, opts, root, neutral_source=record.clip_id,
+                              true_neutral=ref.true_neutral_landmarks)
         else:
-            ref = subject_reference(an, an.aligned[0], 0)
+            ref = subject_reference(an, an.aligned[0], 0, closed_fraction=None)
             clip = build_clip(an, None, opts, root)
         save_clip(clip, clip_path(out, subject, record.clip_id))
         save_subject(ref, subject_path(out, subject))
@@ -96,11 +97,11 @@ def _subject_task(args) -> dict:
 
 
 def _clip_task(args) -> dict:
-    record, neutral, source, opts, out, root = args
+    record, neutral, source, opts, out, root, true_neutral = args
 
     def run():
         an = analyze_clip(record, opts, root)
-        clip = build_clip(an, neutral, opts, root, neutral_source=source)
+        clip = build_clip(an, neutral, opts, root, neutral_source=source, true_neutral=true_neutral)
         save_clip(clip, clip_path(out, record.subject, record.clip_id))
         return an.num_frames
 
@@ -271,14 +272,15 @@ def _preprocess_dataset(dataset: str, root: str | Path, out: str | Path, subject
             for subject, recs in sorted(by_subject.items()):
                 info_s = subj_info.get(subject, {"mode": "first_frame"})
                 if info_s.get("mode") == "neutral_clip" and subject_path(out, subject).is_file():
-                    neutral_s = load_subject(subject_path(out, subject)).neutral_landmarks
+                    ref_s = load_subject(subject_path(out, subject))
+                    neutral_s, true_s = ref_s.neutral_landmarks, ref_s.true_neutral_landmarks
                     source_s = info_s.get("source") or ""
                 else:
-                    neutral_s, source_s = None, ""
+                    neutral_s, source_s, true_s = None, "", None
                 for r in recs:
                     if (subject, r.clip_id) in tried or clip_path(out, subject, r.clip_id).is_file():
                         continue
-                    clip_tasks.append((r, neutral_s, source_s, opts, out, root))
+                    clip_tasks.append((r, neutral_s, source_s, opts, out, root, true_s))
             done_now = summary.done + sum(skipped.values())
             summary.already_done = len(records) - done_now - len(clip_tasks)
             bar.update(max(summary.already_done, 0))
