@@ -26,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluated clips per held-out subject (default 1: the demo's time budget; more = "
                         "steadier Table 2 numbers, about a minute per extra clip per subject on 2 cores)")
     p.add_argument("--landmarks", default="detect", choices=["detect", "sidecar"],
-                   help="training landmarks: 'detect' runs dlib on every clip as for real MEAD, for G_T and the "
-                        "emotion classifier (G_L trains on mead-mini's exact landmarks, kept beside dlib's); "
+                   help="training landmarks: 'detect' runs dlib on every clip as for real MEAD, for the emotion "
+                        "classifier (G_L and G_T train on mead-mini's exact landmarks, kept beside dlib's); "
                         "'sidecar' reads mead-mini's ground-truth landmarks for all (no detector error, faster "
                         "preprocessing)")
     p.add_argument("-q", "--quiet", action="store_true",

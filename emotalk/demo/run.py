@@ -9,8 +9,8 @@ Stages (each reuses its output when it is already there, so a second run is fast
    (``configs/emotion/landmark-tiny.yaml``, training subjects, seconds) on dlib's landmarks, as it reads them;
    ``landmark``   — train G_L with ``configs/landmark/tiny-exact.yaml`` on the true track (dlib misreads the
    lids of the faces with glasses); its validation logs Emo-Acc-LM with that classifier (issue 12 §3);
-4. ``texture``    — train G_T with ``configs/texture/tiny-exact.yaml`` on the same track as G_L (a G_T that
-   learnt dlib's brows under-moves them when the exact-trained G_L drives it), else ``configs/texture/tiny.yaml``;
+4. ``texture``    — train G_T with ``configs/texture/tiny-exact.yaml`` on the same track as G_L (it learns the
+   landmark-to-pixel motion of the landmarks it is driven with), else ``configs/texture/tiny.yaml``;
 5. ``generate``   — one held-out identity, one sentence that is not in the training data, several emotions,
    one blend and the warp baseline (one-shot fine-tuning on the held-out photo each time);
 6. ``emotions``   — the report's emotions panel: the held-out identity and the public-domain photo in every

@@ -133,9 +133,12 @@ class _L1Probe:
     def __init__(self, base: TextureGenerator, device: torch.device, img: Tensor, lm: Tensor, emo: Tensor,
                  states: dict[str, dict[str, Tensor]]):
         self.base, self.device, self.inputs, self.states = base, device, (img, lm, emo), states
+        self.model: TextureGenerator | None = None  # one fp32 copy of the base for both L1s
 
     def __call__(self, which: str) -> float:
-        model = copy.deepcopy(self.base).to(self.device).eval()
+        if self.model is None:
+            self.model = copy.deepcopy(self.base).to(self.device).eval()
+        model = self.model
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, value in self.states[which].items():

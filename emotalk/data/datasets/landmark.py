@@ -43,25 +43,41 @@ def load_clips(root: str | Path, subjects: Sequence[str] | None = None, max_clip
     return [load_clip(p) for p in paths]
 
 
-#: the landmark tracks a clip can give G_L (``data.track``)
+#: the landmark tracks a clip can give G_L and G_T (``data.track``)
 TRACKS = ("detected", "exact")
+
+
+def check_track(track: str) -> None:
+    """:class:`DataError` unless ``track`` is one of :data:`TRACKS`."""
+    if track not in TRACKS:
+        raise DataError(f"data.track must be one of {list(TRACKS)}, got {track!r}")
+
+
+def main_track_is_exact(extra: dict) -> bool:
+    """Whether a clip (its ``extra`` metadata) was preprocessed with ``--landmarks sidecar``: its main track is
+    then mead-mini's exact landmarks already, and ``data.track=exact`` uses it."""
+    return extra.get("landmarks_source") == "sidecar"
+
+
+def no_true_track_error(what: str, space: str = "") -> DataError:
+    """The error of ``data.track=exact`` on data without a true track (``space``: e.g. " in crop pixels")."""
+    return DataError(f"{what} has no true landmark track{space} (data.track=exact): only mead-mini clips "
+                     f"preprocessed with their ground-truth sidecars (<NNN>.landmarks.npz beside the video; "
+                     f"emotalk preprocess --dataset mead-mini, this version or later) have one. Re-run "
+                     f"preprocessing into a new folder, or train with data.track=detected")
 
 
 def clip_track(clip: Clip, track: str = "detected") -> tuple[np.ndarray, np.ndarray]:
     """``(landmarks (T, 68, 2), neutral (68, 2))`` of one clip's ``track`` (module docstring); a clip without
     a true track raises :class:`DataError` saying what to do."""
-    if track not in TRACKS:
-        raise DataError(f"data.track must be one of {list(TRACKS)}, got {track!r}")
+    check_track(track)
     if track == "detected":
         return clip.landmarks, clip.neutral_landmarks
     if clip.has_true_track:
         return clip.true_landmarks, clip.true_neutral_landmarks
-    if clip.extra.get("landmarks_source") == "sidecar":  # preprocessed on the exact landmarks already
+    if main_track_is_exact(clip.extra):
         return clip.landmarks, clip.neutral_landmarks
-    raise DataError(f"clip {clip.subject}/{clip.clip_id} has no true landmark track (data.track=exact): only "
-                    f"mead-mini clips preprocessed with their ground-truth sidecars (<NNN>.landmarks.npz beside "
-                    f"the video; emotalk preprocess --dataset mead-mini, this version or later) have one. "
-                    f"Re-run preprocessing into a new folder, or train with data.track=detected")
+    raise no_true_track_error(f"clip {clip.subject}/{clip.clip_id}")
 
 
 def has_true_track(root: str | Path) -> bool:
@@ -77,7 +93,7 @@ def has_true_track(root: str | Path) -> bool:
             extra = json.loads(z["extra_json"].item()) if "extra_json" in z.files else {}
     except (OSError, ValueError, KeyError):
         return False
-    return extra.get("landmarks_source") == "sidecar"
+    return main_track_is_exact(extra)
 
 
 def dataset_subjects(root: str | Path) -> list[str]:

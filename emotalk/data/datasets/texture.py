@@ -20,8 +20,9 @@ otherwise (compressed) fall back to reading whole arrays through a small per-pro
 ``track`` chooses the landmarks of G and G': ``detected`` (``crop_landmarks``: the face tracker's, as for real
 MEAD) or ``exact`` (``true_crop_landmarks`` of the clips and of the subject references: mead-mini's generator
 landmarks in the same crop pixels, see :mod:`emotalk.data.io.clip`; clips preprocessed with ``--landmarks
-sidecar`` have them in ``crop_landmarks`` already). Why exact: the demo's G_L learns the exact track, and a G_T
-that learnt dlib's reading of brows and lids moves them less than that G_L asks (the frames are the same).
+sidecar`` have them in ``crop_landmarks`` already). Why exact: the demo's G_L learns the exact track, and G_T then
+learns the landmark-to-pixel motion of the landmarks it will be driven with (a consistency choice, not a
+measured win: the demo measured both, one seed each: G_T on dlib's track gave expression transfer of 1.04 / 1.05 / 0.96 of the warp baseline's (brows / eyes / mouth), on the exact track 1.04 / 0.92 / 0.95).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emotalk.data.datasets.landmark import TRACKS
+from emotalk.data.datasets.landmark import check_track, main_track_is_exact, no_true_track_error
 from emotalk.data.io.clip import list_clips, load_subject, subject_path
 from emotalk.data.emotions import EMOTIONS, INTENSITY_LEVELS, control_level, emotion_vector, trains_on
 from emotalk.errors import DataError
@@ -64,13 +65,6 @@ def from_tensor_image(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) in [-1, 1] -> (H, W, 3) uint8 RGB."""
     x = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
     return x.permute(1, 2, 0).cpu().numpy()
-
-
-def _no_true_track(what: str) -> DataError:
-    return DataError(f"{what} has no true landmark track in crop pixels (data.track=exact): only mead-mini "
-                     f"clips preprocessed with their ground-truth sidecars (<NNN>.landmarks.npz beside the "
-                     f"video) by this version or later have one. Re-run preprocessing into a new folder, or "
-                     f"train with data.track=detected")
 
 
 def _read_keys(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -131,8 +125,7 @@ class TextureFrameDataset(Dataset):
                  emotions: Sequence[str] = EMOTIONS, intensity_levels: int = INTENSITY_LEVELS,
                  frame_stride: int = 1, max_clips: int = 0, max_frames: int = 0, cache_clips: int = 16,
                  track: str = "detected"):
-        if track not in TRACKS:
-            raise DataError(f"data.track must be one of {list(TRACKS)}, got {track!r}")
+        check_track(track)
         self.root = Path(root)
         self.track = track
         self.image_size = int(image_size)
@@ -164,7 +157,7 @@ class TextureFrameDataset(Dataset):
                 extra = json.loads(meta["extra_json"].item()) if "extra_json" in meta else {}
                 if "true_crop_landmarks" in meta:
                     key = "true_crop_landmarks"
-                elif extra.get("landmarks_source") != "sidecar":  # sidecar mode: exact in the main track
+                elif not main_track_is_exact(extra):
                     missing.append(f"{p.parent.name}/{p.stem}")
                     continue
             emotion = str(meta["emotion"].item()) if "emotion" in meta else "neutral"
@@ -180,7 +173,7 @@ class TextureFrameDataset(Dataset):
             ts = np.arange(0, T, max(1, int(frame_stride)))
             index.append(np.stack([np.full(len(ts), ci), ts], 1))
         if missing:
-            raise _no_true_track(f"{self.root}: {len(missing)} clip(s), e.g. {missing[0]},")
+            raise no_true_track_error(f"{self.root}: {len(missing)} clip(s), e.g. {missing[0]},", " in crop pixels")
         if paths and not self.clips:
             why = (f"{skipped_no_frames} clips have no frames (a landmark-only dataset)" if skipped_no_frames
                    else f"no clip has an emotion in {list(self.emotions)}")
@@ -226,7 +219,7 @@ class TextureFrameDataset(Dataset):
             ref_lm = ref.crop_landmarks
             if self._subject_key.get(subject, "crop_landmarks") == "true_crop_landmarks":
                 if ref.true_crop_landmarks is None:
-                    raise _no_true_track(f"{path} (the reference of subject {subject!r})")
+                    raise no_true_track_error(f"{path} (the reference of subject {subject!r})", " in crop pixels")
                 ref_lm = ref.true_crop_landmarks
             img, lm = resize_crop(np.asarray(ref.image), ref_lm, self.image_size)
             self._subjects[subject] = (to_tensor_image(img), torch.from_numpy(lm))

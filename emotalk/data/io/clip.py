@@ -21,8 +21,8 @@ so G_L is better trained and judged on the exact track, while the landmark emoti
 reads dlib's re-detections of rendered frames, must keep dlib's reading. Its neutral face follows the same
 rule as the detected one, on the true landmarks (see there). ``true_crop_landmarks`` is the same track in
 crop pixels (the clip's one crop, as ``crop_landmarks``; the subject reference has its reference frame's):
-G_T's graphs when it trains with ``data.track: exact`` — a G_T trained on dlib's lids and brows but driven
-by an exact-trained G_L transfers less of the expression than the warp baseline (the demo's brows: 0.88).
+G_T's graphs when it trains with ``data.track: exact``, so that it learns the landmark-to-pixel motion of the
+track its G_L drives it with (a consistency choice: both tracks passed the demo's transfer checks).
 
 Every array is a plain numpy array (strings as 0-d unicode arrays), so files load with
 ``allow_pickle=False``. Frames are stored as concatenated JPEG bytes plus offsets for random access.
